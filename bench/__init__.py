@@ -1,0 +1,1 @@
+"""Benchmarks: run on demand with ``./dev bench``; never part of the test suite's pass/fail."""
