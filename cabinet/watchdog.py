@@ -1,0 +1,89 @@
+"""systemd notification (sd_notify) and the watchdog that pings only while the loop is healthy.
+
+Speaks the documented datagram protocol on ``$NOTIFY_SOCKET`` directly (a few lines; no
+dependency). Outside systemd (no socket) every call is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+def notify(state: str, env: dict[str, str] | None = None) -> bool:
+    """Send ``state`` (e.g. ``READY=1``) to systemd; False when not running under systemd."""
+    env = os.environ if env is None else env
+    addr = env.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(addr)
+        s.sendall(state.encode())
+    return True
+
+
+def watchdog_interval(env: dict[str, str] | None = None) -> float | None:
+    """Half of systemd's ``WATCHDOG_USEC`` in seconds, or None when the watchdog is off."""
+    env = os.environ if env is None else env
+    usec = env.get("WATCHDOG_USEC")
+    pid = env.get("WATCHDOG_PID")
+    if not usec or (pid and int(pid) != os.getpid()):
+        return None
+    return int(usec) / 2e6
+
+
+class Watchdog:
+    """Pings systemd while every health check passes and the event loop is not stalled.
+
+    ``checks`` return None when healthy or a reason string; a failing check stops the pings,
+    so systemd restarts the service after ``WatchdogSec``.
+    """
+
+    def __init__(self, checks: list[Callable[[], str | None]], interval: float | None = None,
+                 max_loop_lag_s: float = 5.0) -> None:
+        self.checks = checks
+        self.interval = watchdog_interval() if interval is None else interval
+        self.max_loop_lag_s = max_loop_lag_s
+        self.last_problem: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def problem(self, lag_s: float) -> str | None:
+        if lag_s > self.max_loop_lag_s:
+            return f"event loop stalled for {lag_s:.1f} s"
+        for check in self.checks:
+            reason = check()
+            if reason:
+                return reason
+        return None
+
+    async def _run(self) -> None:
+        assert self.interval
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(self.interval)
+            lag = time.monotonic() - t0 - self.interval
+            problem = self.problem(lag)
+            if problem != self.last_problem and problem:
+                log.error("watchdog: not pinging systemd: %s", problem)
+                notify(f"STATUS=unhealthy: {problem}")
+            self.last_problem = problem
+            if problem is None:
+                notify("WATCHDOG=1")
+
+    async def start(self) -> None:
+        notify("READY=1")
+        if self.interval:
+            self._task = asyncio.create_task(self._run(), name="watchdog")
+
+    async def stop(self) -> None:
+        notify("STOPPING=1")
+        if self._task:
+            self._task.cancel()
