@@ -1,0 +1,104 @@
+"""The cloud service's configuration: every key declared once with type, default and help.
+
+A config file is TOML with one ``[cloud]`` table; unknown keys are refused so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config file or value is wrong; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """Settings of one cloud process (see docs/cloud.md for each key)."""
+
+    database: str = field(
+        default="sqlite:///cloud.db",
+        metadata={"help": "SQLAlchemy URL (sqlite:///path or postgresql+psycopg://...) or a plain file path"},
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "address the HTTP API listens on"})
+    port: int = field(default=8080, metadata={"help": "TCP port of the HTTP API"})
+    provider: str = field(
+        default="sandbox", metadata={"help": "payment provider name (only 'sandbox' built in)"}
+    )
+    webhook_secret: str = field(
+        default="sandbox-webhook-secret",
+        metadata={"help": "HMAC-SHA256 key shared with the payment provider"},
+    )
+    webhook_tolerance_s: int = field(default=300, metadata={"help": "max age of a signed webhook, seconds"})
+    hold_ttl_s: int = field(
+        default=7 * 24 * 3600, metadata={"help": "sandbox: a hold expires after this many seconds"}
+    )
+    hold_capture_margin_s: int = field(
+        default=6 * 3600, metadata={"help": "capture a long rental's cap this long before its hold expires"}
+    )
+    eject_timeout_s: int = field(
+        default=120, metadata={"help": "void the hold when no rental_started arrives in time"}
+    )
+    session_ttl_s: int = field(default=30 * 24 * 3600, metadata={"help": "lifetime of a login session token"})
+    login_max_failures_account: int = field(
+        default=5, metadata={"help": "failed logins per account per window"}
+    )
+    login_max_failures_ip: int = field(
+        default=20, metadata={"help": "failed logins per client IP per window"}
+    )
+    login_window_s: int = field(default=900, metadata={"help": "window of the login rate limit, seconds"})
+    scrypt_n: int = field(default=2**14, metadata={"help": "scrypt cost parameter N (power of two)"})
+
+    @classmethod
+    def load(cls, path: str | Path) -> CloudConfig:
+        """Read a TOML file whose ``[cloud]`` table overrides the defaults."""
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"{p}: config file not found") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from e
+        return cls.from_mapping(data.get("cloud", {}), source=str(p))
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], source: str = "config") -> CloudConfig:
+        """Build from a mapping, checking every key's name and type."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"{source}: unknown key cloud.{key} (known: {', '.join(sorted(known))})")
+            want = type(getattr(cls(), key))
+            if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{source}: cloud.{key} must be an integer, got {value!r}")
+            if want is str and not isinstance(value, str):
+                raise ConfigError(f"{source}: cloud.{key} must be a string, got {value!r}")
+            kwargs[key] = value
+        cfg = cls(**kwargs)
+        for key in (
+            "webhook_tolerance_s",
+            "hold_ttl_s",
+            "eject_timeout_s",
+            "session_ttl_s",
+            "login_window_s",
+        ):
+            if getattr(cfg, key) <= 0:
+                raise ConfigError(f"{source}: cloud.{key} must be positive")
+        return cfg
+
+    @property
+    def database_url(self) -> str:
+        """The database as a SQLAlchemy URL (a bare path means a SQLite file)."""
+        return database_url(self.database)
+
+
+def database_url(value: str) -> str:
+    """Turn a SQLAlchemy URL or a bare SQLite file path into a URL."""
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"

@@ -1,0 +1,381 @@
+"""Cloud storage: SQLAlchemy Core tables, engine set-up and Alembic migrations.
+
+Times are unix seconds (float), money is integer minor units (BigInteger), ids of things
+that cabinets also name (cabinets, rentals, events, commands) are text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+
+from cloud.config import database_url
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", Text),
+    Column("password_hash", Text),
+    Column("role", String(16), nullable=False, server_default="renter"),
+    Column("card_token", Text),
+    Column("created_at", Float, nullable=False),
+    Column("deleted_at", Float),
+    CheckConstraint("role in ('renter', 'operator')", name="role"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(400), nullable=False, index=True),
+    Column("at", Float, nullable=False),
+)
+
+merchants = Table(
+    "merchants",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("revenue_share_bp", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("default_tariff_id", Integer),
+    Column("created_at", Float, nullable=False),
+    CheckConstraint("revenue_share_bp between 0 and 10000", name="share_bp"),
+)
+
+tariffs = Table(
+    "tariffs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("merchant_id", Integer, ForeignKey("merchants.id")),
+    Column("name", Text, nullable=False),
+    Column("body", Text, nullable=False),  # the Tariff as JSON (cloud.pricing.Tariff.to_json)
+    Column("created_at", Float, nullable=False),
+)
+
+venues = Table(
+    "venues",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("merchant_id", Integer, ForeignKey("merchants.id"), nullable=False, index=True),
+    Column("name", Text, nullable=False),
+    Column("address", Text),
+    Column("created_at", Float, nullable=False),
+)
+
+cabinets = Table(
+    "cabinets",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("venue_id", Integer, ForeignKey("venues.id"), index=True),
+    Column("tariff_id", Integer, ForeignKey("tariffs.id")),
+    Column("name", Text),
+    Column("cmd_counter", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+)
+
+batteries = Table(
+    "batteries",
+    metadata,
+    Column("sn", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),  # in_fleet | rented | written_off
+    Column("cabinet_id", String(64)),
+    Column("updated_at", Float, nullable=False),
+)
+
+passes = Table(
+    "passes",
+    metadata,
+    Column("pass_id", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("issued_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("max_rentals", Integer, nullable=False),
+    Column("revoked_at", Float),
+)
+
+rentals = Table(
+    "rentals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("source", String(8), nullable=False),  # app | pass
+    Column("pass_id", String(64)),
+    Column("status", String(16), nullable=False),  # pending active closed purchased aborted
+    Column("cabinet_id", String(64), ForeignKey("cabinets.id"), nullable=False, index=True),
+    Column("merchant_id", Integer, ForeignKey("merchants.id")),
+    Column("slot", Integer),
+    Column("battery_sn", String(64), index=True),
+    Column("cmd_id", String(64)),
+    Column("tariff", Text, nullable=False),  # snapshot of the Tariff JSON at rent time
+    Column("currency", String(3), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("start_event_id", String(64)),
+    Column("start_wall", Float),
+    Column("start_mono", Float),
+    Column("start_boot_id", String(64)),
+    Column("end_cabinet_id", String(64)),
+    Column("end_event_id", String(64)),
+    Column("end_wall", Float),
+    Column("end_mono", Float),
+    Column("end_boot_id", String(64)),
+    Column("ended_at", Float),  # cloud time the rental was closed
+    Column("duration_s", Float),
+    Column("duration_method", String(16)),
+    Column("fee", BigInteger),
+    Column("hold_amount", BigInteger, nullable=False, server_default="0"),
+    Column("hold_ref", String(64)),
+    Column("hold_status", String(16)),  # held | captured | voided | expired | declined | none
+    Column("hold_expires_at", Float),
+    Column("captured", BigInteger, nullable=False, server_default="0"),
+    Column("refunded", BigInteger, nullable=False, server_default="0"),
+    Column("payment_status", String(16), nullable=False, server_default="none"),  # none|paid|due|failed
+    Column("abort_reason", Text),
+    CheckConstraint("source in ('app', 'pass')", name="source"),
+    CheckConstraint("status in ('pending', 'active', 'closed', 'purchased', 'aborted')", name="status"),
+    CheckConstraint("captured >= 0 and refunded >= 0 and refunded <= captured", name="money"),
+    Index(
+        "uq_rentals_one_open_app_rental",
+        "user_id",
+        unique=True,
+        sqlite_where=text("status in ('pending', 'active') and source = 'app'"),
+        postgresql_where=text("status in ('pending', 'active') and source = 'app'"),
+    ),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("rental_id", String(64), ForeignKey("rentals.id"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # hold capture void refund
+    Column("provider", String(32), nullable=False),
+    Column("provider_ref", String(64)),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),  # succeeded | failed | confirmed
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("detail", Text),
+    Column("created_at", Float, nullable=False),
+)
+
+journal_entries = Table(
+    "journal_entries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("rental_id", String(64), index=True),
+    Column("merchant_id", Integer, index=True),
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("corrects_entry_id", Integer, ForeignKey("journal_entries.id")),
+    Column("memo", Text),
+    Column("created_at", Float, nullable=False),
+)
+
+journal_postings = Table(
+    "journal_postings",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("entry_id", Integer, ForeignKey("journal_entries.id"), nullable=False, index=True),
+    Column("account", String(120), nullable=False, index=True),
+    Column("amount", BigInteger, nullable=False),  # debit > 0, credit < 0
+    Column("currency", String(3), nullable=False),
+)
+
+webhooks_received = Table(
+    "webhooks_received",
+    metadata,
+    Column("event_id", String(100), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("received_at", Float, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", Float, nullable=False),
+    Column("actor_user_id", Integer),
+    Column("action", String(64), nullable=False),
+    Column("target", Text),
+    Column("detail", Text),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("cmd_id", String(64), primary_key=True),
+    Column("cabinet_id", String(64), ForeignKey("cabinets.id"), nullable=False, index=True),
+    Column("counter", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("args", Text, nullable=False),  # JSON
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # queued sent ok failed expired
+    Column("result", Text),
+    UniqueConstraint("cabinet_id", "counter"),
+)
+
+cabinet_events = Table(
+    "cabinet_events",
+    metadata,
+    Column("cabinet_id", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("type", String(48), nullable=False),
+    Column("at_wall", Float, nullable=False),
+    Column("at_mono", Float, nullable=False),
+    Column("boot_id", String(64), nullable=False),
+    Column("body", Text, nullable=False),  # JSON
+    Column("received_at", Float, nullable=False),
+)
+
+clock_anchors = Table(
+    "clock_anchors",
+    metadata,
+    Column("cabinet_id", String(64), primary_key=True),
+    Column("boot_id", String(64), primary_key=True),
+    Column("at_mono", Float, nullable=False),
+    Column("true_wall", Float, nullable=False),
+)
+
+orphan_returns = Table(
+    "orphan_returns",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("cabinet_id", String(64), nullable=False),
+    Column("battery_sn", String(64), nullable=False, index=True),
+    Column("at_wall", Float, nullable=False),
+    Column("at_mono", Float, nullable=False),
+    Column("boot_id", String(64), nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("matched_rental_id", String(64)),
+)
+
+sandbox_holds = Table(
+    "sandbox_holds",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("card_token", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("captured", BigInteger, nullable=False, server_default="0"),
+    Column("refunded", BigInteger, nullable=False, server_default="0"),
+    Column("status", String(16), nullable=False),  # held captured voided expired
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+sandbox_requests = Table(
+    "sandbox_requests",
+    metadata,
+    Column("idempotency_key", String(200), primary_key=True),
+    Column("operation", String(16), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+sandbox_webhooks = Table(
+    "sandbox_webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", String(100), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("deliver_at", Float, nullable=False, index=True),
+    Column("delivered_at", Float),
+)
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """An Engine for a SQLAlchemy URL or a SQLite path, with safe per-connection settings.
+
+    SQLite gets foreign keys, WAL, synchronous=FULL, a busy timeout and ``BEGIN IMMEDIATE``
+    transactions, so two writers wait for each other instead of failing mid-transaction.
+    """
+    url = database_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            if ":memory:" not in url:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the database schema to ``revision`` with the packaged Alembic migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at (None for an empty database)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
