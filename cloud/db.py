@@ -147,6 +147,7 @@ rentals = Table(
     Column("status", String(16), nullable=False),  # pending active closed purchased aborted
     Column("cabinet_id", String(64), ForeignKey("cabinets.id"), nullable=False, index=True),
     Column("merchant_id", Integer, ForeignKey("merchants.id")),
+    Column("share_bp", Integer, nullable=False, server_default="0"),  # merchant's share at rent time
     Column("slot", Integer),
     Column("battery_sn", String(64), index=True),
     Column("cmd_id", String(64)),
@@ -191,7 +192,7 @@ payments = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("rental_id", String(64), ForeignKey("rentals.id"), nullable=False, index=True),
-    Column("kind", String(16), nullable=False),  # hold capture void refund
+    Column("kind", String(16), nullable=False),  # hold capture void refund refund_excess
     Column("provider", String(32), nullable=False),
     Column("provider_ref", String(64)),
     Column("amount", BigInteger, nullable=False),

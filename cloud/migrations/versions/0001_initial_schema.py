@@ -256,6 +256,7 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('cabinet_id', sa.String(length=64), nullable=False),
     sa.Column('merchant_id', sa.Integer(), nullable=True),
+    sa.Column('share_bp', sa.Integer(), server_default='0', nullable=False),
     sa.Column('slot', sa.Integer(), nullable=True),
     sa.Column('battery_sn', sa.String(length=64), nullable=True),
     sa.Column('cmd_id', sa.String(length=64), nullable=True),
