@@ -1,0 +1,353 @@
+"""The Ledger: the cabinet's durable source of truth (one SQLite file, one writer).
+
+Every state change is ``record(type, **body)``: ONE transaction that appends the event
+(next gapless seq, uuid, wall/boot/monotonic time) and applies it to the projections.
+When ``record`` returns, the event is on disk (WAL, synchronous=FULL).
+
+Threading: a Ledger is used from one thread only (SQLite connections are bound to their
+thread). Calls are short (a commit is one fsync), but an SD card fsync can take tens of
+milliseconds, so asyncio code should use ``AsyncLedger`` (cabinet/ledger/aio.py), which
+runs every call on a single dedicated writer thread.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from . import clock
+from .errors import LedgerCorrupt, LedgerError, LedgerMismatch, LedgerRuleError
+from .events import Event, decode_body, encode_body, validate_body
+from .files import WriterLock, check_header, connect, fsync_path, is_corruption, keep_aside
+from .projections import apply
+from .replay import EVENT_COLUMNS, event_from_row, rebuild_projections
+from .replay_guard import DEFAULT_WINDOW, ReplayWindow
+from .schema import MIGRATION_NAMES, PROJECTIONS_VERSION, SCHEMA_VERSION, applied_versions, migrations
+from .views import BatteryState, CommandSeen, RentalState, SlotState
+
+#: Bytes counted per event on top of its body when sizing an outbox batch.
+EVENT_OVERHEAD = 96
+
+
+class Ledger:
+    """Append events, read projections, track what the cloud acknowledged."""
+
+    def __init__(
+        self, db: Database, path: Path | None, cabinet_id: str, lock: WriterLock | None = None
+    ) -> None:
+        self.db = db
+        self.conn: sqlite3.Connection = db.conn
+        self.path = path
+        self.cabinet_id = cabinet_id
+        self._lock = lock
+        row = self.conn.execute("SELECT max(seq) FROM events").fetchone()
+        self._last_seq: int = row[0] or 0
+
+    # ---- opening -------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, path: str | Path, cabinet_id: str, *, create: bool = True, software: str | None = None
+    ) -> Ledger:
+        """Open (or, if absent and ``create``, create) the ledger and migrate it.
+
+        Raises LedgerCorrupt for a damaged, empty, foreign or missing file (the file is
+        kept, a copy put aside; the caller must refuse to rent and say so loudly),
+        LedgerMismatch for another cabinet's ledger or a newer schema, LedgerError if
+        another process has it open.
+        """
+        path = Path(path)
+        lock = WriterLock(path).acquire()
+        try:
+            if not path.exists():
+                if not create:
+                    raise LedgerCorrupt(path, "the file is missing (and create=False)")
+                _create(path, cabinet_id)
+            check_header(path)
+            conn = connect(path)
+            try:
+                db = Database(conn)
+                _prepare(db, path, cabinet_id)
+                ledger = cls(db, path, cabinet_id, lock)
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                if is_corruption(exc):
+                    raise LedgerCorrupt(path, f"SQLite says: {exc}", keep_aside(path)) from exc
+                raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
+            except BaseException:
+                conn.close()
+                raise
+            ledger.record("ledger_opened", boot_id=clock.boot_id(), version=SCHEMA_VERSION, software=software)
+            return ledger
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def in_memory(cls, cabinet_id: str) -> Ledger:
+        """A throw-away ledger (tests, property checks): same schema and rules, no file."""
+        db = Database(memory=True)
+        migrations.apply(db)
+        _init_meta(db, cabinet_id)
+        return cls(db, None, cabinet_id)
+
+    def close(self) -> None:
+        """Checkpoint and close; the writer lock is released."""
+        try:
+            self.conn.close()
+        finally:
+            if self._lock:
+                self._lock.release()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- writing -------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the newest event (0 for an empty ledger)."""
+        return self._last_seq
+
+    def record(self, type_: str, /, **body: Any) -> Event:
+        """Append one event and apply it, in one transaction; durable when this returns.
+
+        Raises EventBodyError (bad body) or LedgerRuleError (forbidden transition);
+        in both cases nothing was written.
+        """
+        return self._record(None, type_, body)  # type: ignore[return-value]
+
+    def record_if_fresh(self, guard_key: str, counter: int, type_: str, /, **body: Any) -> Event | None:
+        """Record an event only if ``counter`` is fresh for ``guard_key`` (replay protection),
+        marking it seen in the same transaction. Returns None (writing nothing) for a replay."""
+        return self._record((guard_key, counter), type_, body)
+
+    def _record(self, guard: tuple[str, int] | None, type_: str, body: dict[str, Any]) -> Event | None:
+        clean = validate_body(type_, body)
+        blob = encode_body(clean)
+        stamp = clock.now()
+        event = Event(
+            seq=self._last_seq + 1,
+            id=str(uuid.uuid4()),
+            type=type_,
+            at_wall=stamp.at_wall,
+            at_mono=stamp.at_mono,
+            boot_id=stamp.boot_id,
+            body=decode_body(blob),  # what replay will see, exactly
+        )
+        try:
+            with self.db.atomic():
+                if guard is not None and not self._replay_mark(*guard):
+                    return None
+                self.conn.execute(
+                    f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (event.seq, event.id, type_, event.at_wall, event.at_mono, event.boot_id, blob),
+                )
+                apply(self.conn, event)
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                raise LedgerCorrupt(self.path or Path(":memory:"), f"write failed: {exc}") from exc
+            raise
+        self._last_seq = event.seq
+        return event
+
+    # ---- projections ---------------------------------------------------------------
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        cur = self.conn.execute(sql, args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def slots(self) -> list[SlotState]:
+        """Every slot the ledger has heard of, by number."""
+        return [SlotState.from_row(r) for r in self._rows("SELECT * FROM slots ORDER BY slot")]
+
+    def slot(self, n: int) -> SlotState | None:
+        rows = self._rows("SELECT * FROM slots WHERE slot = ?", (n,))
+        return SlotState.from_row(rows[0]) if rows else None
+
+    def batteries(self) -> list[BatteryState]:
+        return [BatteryState.from_row(r) for r in self._rows("SELECT * FROM batteries ORDER BY sn")]
+
+    def battery(self, sn: str) -> BatteryState | None:
+        rows = self._rows("SELECT * FROM batteries WHERE sn = ?", (sn,))
+        return BatteryState.from_row(rows[0]) if rows else None
+
+    def rental(self, rental_id: str) -> RentalState | None:
+        rows = self._rows("SELECT * FROM rentals WHERE rental_id = ?", (rental_id,))
+        return RentalState.from_row(rows[0]) if rows else None
+
+    def open_rentals(self) -> list[RentalState]:
+        """Rentals requested (eject in flight) or running (battery out), oldest first."""
+        rows = self._rows(
+            "SELECT * FROM rentals WHERE state IN ('requested', 'open')"
+            " ORDER BY coalesce(requested_seq, started_seq)"
+        )
+        return [RentalState.from_row(r) for r in rows]
+
+    def open_rentals_for_pass(self, pass_id: str) -> list[RentalState]:
+        """Open rentals opened with this offline pass (one pass, one rental at a time)."""
+        rows = self._rows(
+            "SELECT * FROM rentals WHERE pass_id = ? AND state IN ('requested', 'open')", (pass_id,)
+        )
+        return [RentalState.from_row(r) for r in rows]
+
+    def command_seen(self, cmd_id: str) -> CommandSeen | None:
+        """The command if it was already received (so it is never acted on twice)."""
+        rows = self._rows("SELECT * FROM commands_seen WHERE cmd_id = ?", (cmd_id,))
+        return CommandSeen.from_row(rows[0]) if rows else None
+
+    # ---- outbox and acks -----------------------------------------------------------
+
+    def events_after(self, seq: int, limit: int = 100, max_bytes: int = 64 * 1024) -> list[Event]:
+        """The outbox: events with seq > ``seq`` in order, at most ``limit`` and about
+        ``max_bytes`` (always at least one event, so a big event never stalls sync)."""
+        rows = self.conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        ).fetchall()
+        out: list[Event] = []
+        size = 0
+        for row in rows:
+            size += len(row[6]) + EVENT_OVERHEAD
+            if out and size > max_bytes:
+                break
+            out.append(event_from_row(row))
+        return out
+
+    @property
+    def acked_seq(self) -> int:
+        """Highest contiguous seq the cloud has acknowledged."""
+        return self.conn.execute("SELECT acked_seq FROM sync_state WHERE id = 1").fetchone()[0]
+
+    def set_acked(self, seq: int) -> int:
+        """Move the ack forward (a stale or repeated ack is ignored); returns the new value.
+
+        Raises LedgerRuleError for an ack beyond the last event (the cloud cannot have it).
+        """
+        if seq > self._last_seq:
+            raise LedgerRuleError(f"ack for seq {seq} but the ledger ends at seq {self._last_seq}")
+        with self.db.atomic():
+            self.conn.execute("UPDATE sync_state SET acked_seq = max(acked_seq, ?) WHERE id = 1", (seq,))
+        return self.acked_seq
+
+    def outbox_size(self) -> int:
+        """Events not yet acknowledged by the cloud."""
+        return self._last_seq - self.acked_seq
+
+    # ---- replay guard --------------------------------------------------------------
+
+    def replay_window(self, key: str) -> ReplayWindow | None:
+        row = self.conn.execute("SELECT high, window FROM replay_guard WHERE key = ?", (key,)).fetchone()
+        return ReplayWindow.from_row(row[0], row[1]) if row else None
+
+    def replay_put(self, key: str, window: ReplayWindow) -> None:
+        with self.db.atomic():
+            self.conn.execute(
+                "INSERT INTO replay_guard (key, high, window, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET high = excluded.high, window = excluded.window,"
+                " updated_at = excluded.updated_at",
+                (key, window.high, window.to_blob(), time.time()),
+            )
+
+    def replay_accept(self, key: str, counter: int) -> bool:
+        """Mark ``counter`` seen for ``key``; False if it is a replay (nothing changes)."""
+        with self.db.atomic():
+            return self._replay_mark(key, counter)
+
+    def _replay_mark(self, key: str, counter: int) -> bool:
+        current = self.replay_window(key)
+        new = ReplayWindow.first(counter, DEFAULT_WINDOW) if current is None else current.accept(counter)
+        if new is None:
+            return False
+        self.replay_put(key, new)
+        return True
+
+    def meta(self) -> dict[str, str]:
+        """The file's meta keys (cabinet_id, created_at, projections_version)."""
+        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+
+
+def _init_meta(db: Database, cabinet_id: str) -> None:
+    with db.atomic():
+        for key, value in (
+            ("cabinet_id", cabinet_id),
+            ("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+            ("projections_version", str(PROJECTIONS_VERSION)),
+        ):
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", [key, value])
+
+
+def _create(path: Path, cabinet_id: str) -> None:
+    """Build a new ledger beside the target and rename it into place, so a crash never
+    leaves a half-made (or empty) file under the real name."""
+    tmp = path.with_name(path.name + ".new")
+    for leftover in (tmp, *(Path(f"{tmp}{s}") for s in ("-wal", "-shm", "-journal"))):
+        leftover.unlink(missing_ok=True)
+    conn = connect(tmp)
+    try:
+        db = Database(conn)
+        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+            raise LedgerError(f"cannot put {tmp} in WAL mode")
+        migrations.apply(db)
+        _init_meta(db, cabinet_id)
+    finally:
+        conn.close()
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
+def _prepare(db: Database, path: Path, cabinet_id: str) -> None:
+    """Check an existing file, migrate it and rebuild projections if their meaning changed."""
+    conn = db.conn
+    if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+        raise LedgerError(f"cannot put {path} in WAL mode")
+    problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+    if problems != ["ok"]:
+        raise LedgerCorrupt(path, "quick_check: " + "; ".join(problems), keep_aside(path))
+    if "_sqlite_migrations" not in db.table_names():
+        raise LedgerCorrupt(path, "not a cabinet ledger (no migrations table)", keep_aside(path))
+    applied = applied_versions(db)
+    if applied != list(MIGRATION_NAMES[: len(applied)]):
+        raise LedgerMismatch(
+            f"ledger {path} has schema migrations {applied}; this software knows {list(MIGRATION_NAMES)}"
+            " (written by newer software? do not downgrade, restore a backup instead)"
+        )
+    if len(applied) < SCHEMA_VERSION:
+        _copy_before_migration(db, path, len(applied))
+        migrations.apply(db)
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    if "cabinet_id" not in meta:
+        raise LedgerCorrupt(path, "meta has no cabinet_id", keep_aside(path))
+    if meta["cabinet_id"] != cabinet_id:
+        raise LedgerMismatch(f"ledger {path} belongs to cabinet {meta['cabinet_id']!r}, not {cabinet_id!r}")
+    if meta.get("projections_version") != str(PROJECTIONS_VERSION):
+        with db.atomic():
+            rebuild_projections(conn)
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('projections_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(PROJECTIONS_VERSION),),
+            )
+
+
+def _copy_before_migration(db: Database, path: Path, version: int) -> None:
+    """Keep ``<name>.pre-v<N>`` (the file as it was at schema vN) before migrating it."""
+    target = path.with_name(f"{path.name}.pre-v{version}")
+    if target.exists():
+        return
+    dest = sqlite3.connect(str(target))
+    try:
+        db.conn.backup(dest)
+    finally:
+        dest.close()
+    fsync_path(target)
