@@ -1,0 +1,258 @@
+"""Signed, retained cabinet configuration (topic ``cfg``) and the ONNX model manifest.
+
+A ``Config`` is a complete snapshot, never a patch: the newest counter wins and an unset
+field means "use the cabinet's own default". The cloud may address one cabinet or the whole
+fleet (``cabinet="*"``); it publishes the same signed bytes, retained, on each cabinet's topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.codec import (
+    WireMessage,
+    as_int,
+    as_list,
+    as_map,
+    as_number,
+    as_text,
+    as_text_map,
+    as_text_tuple,
+    require,
+)
+from sync.codec import (
+    field as env_field,
+)
+from sync.errors import InvalidTopic, MalformedMessage
+from sync.topics import validate_cabinet_id
+
+FLEET = "*"
+"""``Config.cabinet`` value that addresses every cabinet."""
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_CURRENCY_RE = re.compile(r"[A-Z]{3}")
+_KEY_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+
+
+def _set(obj: object, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+def check_key_id(key_id: Any, where: str) -> str:
+    """A signing key id: 1-32 chars of ``A-Z a-z 0-9 _ . -``."""
+    as_text(key_id, where, 32)
+    require(
+        _KEY_ID_RE.fullmatch(key_id) is not None,
+        f"{where}: {key_id!r} has characters outside A-Z a-z 0-9 _ . -",
+    )
+    return key_id
+
+
+def b64url_decode(text: str, where: str) -> bytes:
+    """Decode base64url with or without padding; errors name the field."""
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise MalformedMessage(f"{where}: not base64url ({e})") from None
+
+
+def check_validity(issued_at: Any, expires_at: Any, where: str) -> tuple[float, float]:
+    """Both times as floats, and ``expires_at`` strictly after ``issued_at``."""
+    i = as_number(issued_at, f"{where}.issued_at")
+    e = as_number(expires_at, f"{where}.expires_at")
+    require(e > i, f"{where}: expires_at {e} is not after issued_at {i}")
+    return i, e
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """Which fault-prediction model to run: fetch ``url``, check ``size`` and ``sha256``, then swap."""
+
+    version: str
+    sha256: str
+    url: str
+    size: int
+    min_runtime: str
+
+    def __post_init__(self) -> None:
+        as_text(self.version, "model.version")
+        as_text(self.sha256, "model.sha256")
+        require(_SHA256_RE.fullmatch(self.sha256) is not None, "model.sha256: need 64 lowercase hex digits")
+        as_text(self.url, "model.url", 1024)
+        as_int(self.size, "model.size", 1, MAX_MODEL_BYTES)
+        as_text(self.min_runtime, "model.min_runtime")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("version", "sha256", "url", "size", "min_runtime")}
+
+    @classmethod
+    def from_wire(cls, d: Any, where: str = "model") -> ModelManifest:
+        if not isinstance(d, Mapping):
+            raise MalformedMessage(f"{where}: expected a map, got {type(d).__name__}")
+        names = ("version", "sha256", "url", "size", "min_runtime")
+        return cls(**{n: env_field(d, n, where) for n in names})
+
+
+@dataclass(frozen=True)
+class Tariff:
+    """What the kiosk shows and the cabinet uses for offline estimates; money in minor units."""
+
+    currency: str
+    unit_minutes: int
+    unit_price_minor: int
+    free_minutes: int = 0
+    daily_cap_minor: int | None = None
+    rental_cap_minor: int | None = None
+    deposit_minor: int | None = None
+    text: Mapping[str, str] = field(default_factory=dict)
+
+    _OPTIONAL = ("daily_cap_minor", "rental_cap_minor", "deposit_minor")
+
+    def __post_init__(self) -> None:
+        as_text(self.currency, "tariff.currency", 3)
+        require(
+            _CURRENCY_RE.fullmatch(self.currency) is not None,
+            "tariff.currency: need an ISO 4217 code like CNY",
+        )
+        as_int(self.unit_minutes, "tariff.unit_minutes", 1, 24 * 60)
+        as_int(self.unit_price_minor, "tariff.unit_price_minor", 0, 10**9)
+        as_int(self.free_minutes, "tariff.free_minutes", 0, 24 * 60)
+        for n in self._OPTIONAL:
+            if getattr(self, n) is not None:
+                as_int(getattr(self, n), f"tariff.{n}", 0, 10**9)
+        _set(self, "text", as_text_map(self.text, "tariff.text", max_len=2000, key_len=16))
+
+    def to_wire(self) -> dict[str, Any]:
+        d = {n: getattr(self, n) for n in ("currency", "unit_minutes", "unit_price_minor", "free_minutes")}
+        d.update({n: getattr(self, n) for n in self._OPTIONAL if getattr(self, n) is not None})
+        d["text"] = dict(self.text)
+        return d
+
+    @classmethod
+    def from_wire(cls, d: Any) -> Tariff:
+        if not isinstance(d, Mapping):
+            raise MalformedMessage(f"tariff: expected a map, got {type(d).__name__}")
+        w = "tariff"
+        return cls(
+            currency=env_field(d, "currency", w),
+            unit_minutes=env_field(d, "unit_minutes", w),
+            unit_price_minor=env_field(d, "unit_price_minor", w),
+            free_minutes=d.get("free_minutes", 0),
+            **{n: d.get(n) for n in cls._OPTIONAL},
+            text=d.get("text") or {},
+        )
+
+
+@dataclass(frozen=True)
+class ConfigBody:
+    """The settings the cloud controls; ``None`` keeps the cabinet's local default."""
+
+    tariff: Tariff | None = None
+    cloud_keys: Mapping[str, str] = field(default_factory=dict)
+    revoked_passes: tuple[str, ...] = ()
+    battery_deny_list: tuple[str, ...] = ()
+    rentable_min_soc: int | None = None
+    power_budget_w: int | None = None
+    model: ModelManifest | None = None
+    min_protocol_version: int | None = None
+
+    def __post_init__(self) -> None:
+        w = "cfg.body"
+        require(self.tariff is None or isinstance(self.tariff, Tariff), f"{w}.tariff: not a Tariff")
+        require(
+            self.model is None or isinstance(self.model, ModelManifest), f"{w}.model: not a ModelManifest"
+        )
+        keys = as_text_map(self.cloud_keys, f"{w}.cloud_keys", max_len=64, key_len=32)
+        for kid, b64 in keys.items():
+            check_key_id(kid, f"{w}.cloud_keys key")
+            require(
+                len(b64url_decode(b64, f"{w}.cloud_keys.{kid}")) == 32, f"{w}.cloud_keys.{kid}: not 32 bytes"
+            )
+        _set(self, "cloud_keys", keys)
+        _set(self, "revoked_passes", as_text_tuple(self.revoked_passes, f"{w}.revoked_passes"))
+        _set(self, "battery_deny_list", as_text_tuple(self.battery_deny_list, f"{w}.battery_deny_list"))
+        if self.rentable_min_soc is not None:
+            as_int(self.rentable_min_soc, f"{w}.rentable_min_soc", 0, 100)
+        if self.power_budget_w is not None:
+            as_int(self.power_budget_w, f"{w}.power_budget_w", 1, 100_000)
+        if self.min_protocol_version is not None:
+            as_int(self.min_protocol_version, f"{w}.min_protocol_version", 1, 1000)
+
+    def to_wire(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "cloud_keys": dict(self.cloud_keys),
+            "revoked_passes": list(self.revoked_passes),
+            "battery_deny_list": list(self.battery_deny_list),
+        }
+        if self.tariff is not None:
+            d["tariff"] = self.tariff.to_wire()
+        if self.model is not None:
+            d["model"] = self.model.to_wire()
+        for n in ("rentable_min_soc", "power_budget_w", "min_protocol_version"):
+            if getattr(self, n) is not None:
+                d[n] = getattr(self, n)
+        return d
+
+    @classmethod
+    def from_wire(cls, d: Any) -> ConfigBody:
+        d = as_map(d, "cfg.body")
+        return cls(
+            tariff=None if d.get("tariff") is None else Tariff.from_wire(d["tariff"]),
+            cloud_keys=d.get("cloud_keys") or {},
+            revoked_passes=tuple(as_list(d.get("revoked_passes") or [], "cfg.body.revoked_passes", 100_000)),
+            battery_deny_list=tuple(
+                as_list(d.get("battery_deny_list") or [], "cfg.body.battery_deny_list", 100_000)
+            ),
+            rentable_min_soc=d.get("rentable_min_soc"),
+            power_budget_w=d.get("power_budget_w"),
+            model=None if d.get("model") is None else ModelManifest.from_wire(d["model"], "cfg.body.model"),
+            min_protocol_version=d.get("min_protocol_version"),
+        )
+
+
+@dataclass(frozen=True)
+class Config(WireMessage):
+    """A signed configuration snapshot; ``counter`` is its version (newer replaces older)."""
+
+    KIND = "cfg"
+    cabinet: str
+    counter: int
+    issued_at: float
+    expires_at: float
+    body: ConfigBody
+
+    def __post_init__(self) -> None:
+        if self.cabinet != FLEET:
+            try:
+                validate_cabinet_id(self.cabinet)
+            except InvalidTopic as e:
+                raise MalformedMessage(f"cfg.cabinet: {e}") from None
+        as_int(self.counter, "cfg.counter", 1)
+        i, e = check_validity(self.issued_at, self.expires_at, "cfg")
+        _set(self, "issued_at", i)
+        _set(self, "expires_at", e)
+        require(isinstance(self.body, ConfigBody), "cfg.body: not a ConfigBody")
+
+    def addressed_to(self, cabinet: str) -> bool:
+        return self.cabinet in (FLEET, cabinet)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "cabinet": self.cabinet,
+            "counter": self.counter,
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "body": self.body.to_wire(),
+        }
+
+    @classmethod
+    def from_wire(cls, env: dict[str, Any]) -> Config:
+        names = ("cabinet", "counter", "issued_at", "expires_at")
+        return cls(
+            **{n: env_field(env, n, "cfg") for n in names}, body=ConfigBody.from_wire(env.get("body") or {})
+        )
