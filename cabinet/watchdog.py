@@ -47,8 +47,12 @@ class Watchdog:
     so systemd restarts the service after ``WatchdogSec``.
     """
 
-    def __init__(self, checks: list[Callable[[], str | None]], interval: float | None = None,
-                 max_loop_lag_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        checks: list[Callable[[], str | None]],
+        interval: float | None = None,
+        max_loop_lag_s: float = 5.0,
+    ) -> None:
         self.checks = checks
         self.interval = watchdog_interval() if interval is None else interval
         self.max_loop_lag_s = max_loop_lag_s

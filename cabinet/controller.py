@@ -1,0 +1,337 @@
+"""The rent and return state machines: the only writer of domain state (through the ledger).
+
+Rent: choose a slot, record the request, pulse the lock, wait for the battery to leave (seat
+switch and slot board agree), record the outcome. Return: a readable battery seated in an empty
+slot for two scans in a row is recorded as returned. Everything that happens is a ledger event,
+so the cloud learns it even when it happens offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cabinet.ledger import LedgerRuleError, RentalState, SlotState
+from cabinet.observations import Observation
+
+log = logging.getLogger(__name__)
+
+
+class Locks(Protocol):
+    """What the controller needs of the lock bank (drivers.locks.LockBank)."""
+
+    async def open(self, slot: int, timeout: float) -> Any: ...  # result has .opened (False = jammed)
+
+    def is_seated(self, slot: int) -> bool: ...
+
+
+@dataclass(frozen=True)
+class RentSettings:
+    min_soc: int = 80
+    eject_timeout_s: float = 30.0
+    jam_timeout_s: float = 1.5
+    max_slots_tried: int = 2  # a jam marks the slot faulty and tries one other slot
+
+
+@dataclass(frozen=True)
+class RentRequest:
+    """A request to hand out one battery for ``rental_id`` (from the cloud or an offline pass)."""
+
+    rental_id: str
+    source: str  # "cloud" | "pass"
+    user: str | None = None
+    pass_id: str | None = None
+    cmd_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RentOutcome:
+    """What happened to a rent request; ``status``: started, aborted, refused, duplicate."""
+
+    rental_id: str
+    status: str
+    reason: str = ""
+    slot: int | None = None
+    sn: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "started"
+
+
+@dataclass
+class _Eject:
+    slot: int
+    sn: str
+    taken: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Controller:
+    """Rent and return, on top of a ledger (async API), the lock bank and bus observations."""
+
+    def __init__(
+        self,
+        ledger: Any,
+        locks: Locks,
+        settings: RentSettings,
+        deny_list: Callable[[], Iterable[str]] = lambda: (),
+    ) -> None:
+        self.ledger = ledger
+        self.locks = locks
+        self.settings = settings
+        self.deny_list = deny_list
+        self.observed: dict[int, Observation] = {}
+        self._rent_lock = asyncio.Lock()  # one eject at a time, as vendors space ejects
+        self._ejecting: dict[int, _Eject] = {}
+        self._pending_return: dict[int, str] = {}  # slot -> sn seen once, confirmed on the next scan
+        self._scanned = asyncio.Condition()
+        self.listeners: list[Callable[[str, dict[str, Any]], Awaitable[None] | None]] = []
+        self.refusing: str | None = None  # set when the ledger is unusable: refuse to rent
+
+    # ---- notifications (UI, sync) ----------------------------------------------------
+
+    async def _emit(self, kind: str, **data: Any) -> None:
+        for listener in list(self.listeners):
+            try:
+                r = listener(kind, data)
+                if asyncio.iscoroutine(r):
+                    await r
+            except Exception:  # a UI problem must never break rent/return
+                log.exception("listener failed on %s", kind)
+
+    # ---- returns, removals and first sightings -----------------------------------------
+
+    async def on_scan(self, observations: Iterable[Observation]) -> None:
+        """Feed one bus scan: detect returns, unexpected removals and new batteries."""
+        slots = {s.slot: s for s in await self.ledger.slots()}
+        for ob in observations:
+            self.observed[ob.slot] = ob
+            if not ob.known:
+                self._pending_return.pop(ob.slot, None)
+                continue
+            eject = self._ejecting.get(ob.slot)
+            if eject is not None:
+                if not ob.present and not self.locks.is_seated(ob.slot):
+                    eject.taken.set()
+                continue
+            await self._reconcile_slot(ob, slots.get(ob.slot))
+        async with self._scanned:
+            self._scanned.notify_all()
+
+    async def _reconcile_slot(self, ob: Observation, state: SlotState | None) -> None:
+        held = state.sn if state else None
+        if ob.has_battery and held == ob.sn:
+            self._pending_return.pop(ob.slot, None)
+            return
+        if held and not ob.present:
+            await self.ledger.record("battery_removed_unexpected", slot=ob.slot, sn=held)
+            log.warning("slot %d: battery %s left without an eject", ob.slot, held)
+            await self._emit("battery_removed_unexpected", slot=ob.slot, sn=held)
+            return
+        if held and ob.has_battery and held != ob.sn:
+            # a different pack than the ledger expected: the old one left unseen, a new one came
+            await self.ledger.record("battery_removed_unexpected", slot=ob.slot, sn=held)
+            held = None
+        if not held and ob.has_battery and self.locks.is_seated(ob.slot):
+            if self._pending_return.get(ob.slot) != ob.sn:
+                self._pending_return[ob.slot] = ob.sn  # confirm on the next scan
+                return
+            self._pending_return.pop(ob.slot, None)
+            await self._take_back(ob)
+
+    async def _take_back(self, ob: Observation) -> None:
+        battery = await self.ledger.battery(ob.sn)
+        if battery is None:
+            await self.ledger.record("battery_seen", slot=ob.slot, sn=ob.sn, soc=ob.soc, cycles=ob.cycles)
+            await self._emit("battery_seen", slot=ob.slot, sn=ob.sn)
+        else:
+            rental_id = battery.rental_id if battery.place == "rental" else None
+            await self.ledger.record(
+                "battery_returned", slot=ob.slot, sn=ob.sn, rental_id=rental_id, soc=ob.soc, temp_c=ob.temp_c
+            )
+            log.info("slot %d: battery %s returned (rental %s)", ob.slot, ob.sn, rental_id)
+            await self._emit("battery_returned", slot=ob.slot, sn=ob.sn, rental_id=rental_id)
+        if ob.sn in set(self.deny_list()):
+            await self.ledger.record("battery_quarantined", sn=ob.sn, reason="on the cloud's deny list")
+
+    # ---- rent -----------------------------------------------------------------------
+
+    async def rentable_slots(self) -> list[int]:
+        """Slots whose battery may be handed out now, best first (highest SoC, then fewest cycles)."""
+        denied = set(self.deny_list())
+        candidates = []
+        for s in await self.ledger.slots():
+            ob = self.observed.get(s.slot)
+            if s.sn is None or s.quarantined or s.fault_kind or ob is None or not ob.has_battery:
+                continue
+            if ob.sn != s.sn or ob.sn in denied or ob.soc < self.settings.min_soc or ob.faults:
+                continue
+            battery = await self.ledger.battery(s.sn)
+            if battery is None or battery.quarantined:
+                continue
+            candidates.append((-ob.soc, ob.cycles, s.slot))
+        return [slot for _, _, slot in sorted(candidates)]
+
+    async def rent(self, req: RentRequest) -> RentOutcome:
+        """Hand out one battery for ``req``; the same request twice ejects at most one battery."""
+        async with self._rent_lock:
+            known = await self.ledger.rental(req.rental_id)
+            if known is not None:
+                return _outcome_of(known, duplicate=True)
+            if self.refusing:
+                return RentOutcome(req.rental_id, "refused", self.refusing)
+            await self.ledger.record(
+                "rental_requested",
+                rental_id=req.rental_id,
+                source=req.source,
+                user=req.user,
+                pass_id=req.pass_id,
+                cmd_id=req.cmd_id,
+            )
+            tried = 0
+            reason = "no_rentable_battery"
+            for slot in await self.rentable_slots():
+                if tried >= self.settings.max_slots_tried:
+                    break
+                tried += 1
+                outcome = await self._eject(req, slot)
+                if outcome is not None:
+                    return outcome
+                reason = "lock_jammed"
+            await self.ledger.record("rental_aborted", rental_id=req.rental_id, reason=reason)
+            await self._emit("rental_aborted", rental_id=req.rental_id, reason=reason)
+            return RentOutcome(req.rental_id, "aborted", reason)
+
+    async def _eject(self, req: RentRequest, slot: int) -> RentOutcome | None:
+        """Pulse one slot's lock; None when it jammed (the caller tries another slot)."""
+        sn = self.observed[slot].sn
+        eject = _Eject(slot, sn)
+        self._ejecting[slot] = eject
+        try:
+            result = await self.locks.open(slot, timeout=self.settings.jam_timeout_s)
+            if not result.opened:
+                await self.ledger.record(
+                    "slot_fault",
+                    slot=slot,
+                    kind="lock_jam",
+                    detail=f"seat switch unchanged {self.settings.jam_timeout_s:g} s after the pulse",
+                )
+                await self._emit("slot_fault", slot=slot, kind="lock_jam")
+                return None
+            await self._emit(
+                "eject", rental_id=req.rental_id, slot=slot, sn=sn, timeout_s=self.settings.eject_timeout_s
+            )
+            try:
+                await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
+            except TimeoutError:
+                await self.ledger.record(
+                    "rental_aborted", rental_id=req.rental_id, slot=slot, reason="not_taken"
+                )
+                await self._emit("rental_aborted", rental_id=req.rental_id, slot=slot, reason="not_taken")
+                return RentOutcome(req.rental_id, "aborted", "not_taken", slot, sn)
+            await self.ledger.record(
+                "rental_started",
+                rental_id=req.rental_id,
+                sn=sn,
+                slot=slot,
+                source=req.source,
+                user=req.user,
+                pass_id=req.pass_id,
+                cmd_id=req.cmd_id,
+            )
+            if req.pass_id:
+                await self.ledger.record("pass_used", pass_id=req.pass_id, rental_id=req.rental_id)
+            log.info("rental %s started: battery %s from slot %d", req.rental_id, sn, slot)
+            await self._emit("rental_started", rental_id=req.rental_id, slot=slot, sn=sn)
+            return RentOutcome(req.rental_id, "started", "", slot, sn)
+        finally:
+            self._ejecting.pop(slot, None)
+
+    # ---- technician and operator actions ------------------------------------------------
+
+    async def unlock(self, slot: int, reason: str, by: str) -> str:
+        """Open one slot for a technician (audited); a battery taken out is recorded as gone."""
+        async with self._rent_lock:
+            ob = self.observed.get(slot)
+            sn = ob.sn if ob is not None and ob.has_battery else ""
+            await self.ledger.record(
+                "tech_action", technician=by, action="unlock", detail=f"slot {slot}: {reason}"
+            )
+            eject = _Eject(slot, sn)
+            self._ejecting[slot] = eject
+            try:
+                result = await self.locks.open(slot, timeout=self.settings.jam_timeout_s)
+                if not result.opened:
+                    await self.ledger.record(
+                        "slot_fault", slot=slot, kind="lock_jam", detail=f"unlock by {by}"
+                    )
+                    return "jammed"
+                if not sn:
+                    return "opened"
+                try:
+                    await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
+                except TimeoutError:
+                    return "opened, battery left in place"
+                await self.ledger.record(
+                    "battery_gone", sn=sn, reason=f"taken out by technician {by}: {reason}"
+                )
+                return f"opened, battery {sn} taken out"
+            finally:
+                self._ejecting.pop(slot, None)
+
+    async def quarantine_slot(self, slot: int, reason: str, by: str) -> None:
+        await self.ledger.record("slot_quarantined", slot=slot, reason=reason, by=by)
+        await self._emit("slot_quarantined", slot=slot, reason=reason)
+
+    async def release_slot(self, slot: int, reason: str, by: str) -> None:
+        state = await self.ledger.slot(slot)
+        if state is not None and state.fault_kind:
+            await self.ledger.record("slot_fault_cleared", slot=slot, by=by, detail=reason)
+        if state is not None and state.quarantined:
+            await self.ledger.record("slot_released", slot=slot, reason=reason, by=by)
+        await self._emit("slot_released", slot=slot, reason=reason)
+
+    async def recover(self, observations: Iterable[Observation]) -> None:
+        """After a restart: settle rent requests that a crash or power cut left open.
+
+        A requested rental whose battery is no longer in any slot the ledger remembers is
+        started (the renter has it); otherwise it is aborted as interrupted.
+        """
+        obs = {o.slot: o for o in observations}
+        for rental in await self.ledger.open_rentals():
+            if rental.state != "requested":
+                continue
+            gone = [
+                s
+                for s in await self.ledger.slots()
+                if s.sn and (o := obs.get(s.slot)) is not None and o.known and not o.present
+            ]
+            if len(gone) == 1:
+                s = gone[0]
+                await self.ledger.record(
+                    "rental_started",
+                    rental_id=rental.rental_id,
+                    sn=s.sn,
+                    slot=s.slot,
+                    source=rental.source or "cloud",
+                    user=rental.user,
+                    pass_id=rental.pass_id,
+                    cmd_id=rental.cmd_id,
+                )
+            else:
+                await self.ledger.record("rental_aborted", rental_id=rental.rental_id, reason="interrupted")
+
+
+def _outcome_of(r: RentalState, duplicate: bool) -> RentOutcome:
+    status = {"open": "started", "returned": "started", "closed": "started"}.get(r.state, r.state)
+    if duplicate:
+        return RentOutcome(
+            r.rental_id, "duplicate" if status != "aborted" else "aborted", r.end_reason or "", r.slot, r.sn
+        )
+    return RentOutcome(r.rental_id, status, r.end_reason or "", r.slot, r.sn)
+
+
+__all__ = ["Controller", "LedgerRuleError", "RentOutcome", "RentRequest", "RentSettings"]

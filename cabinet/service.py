@@ -1,0 +1,275 @@
+"""The composition root: builds every part of the cabinet from its config, starts and stops them.
+
+Parts (each with start/stop): ledger, battery bus + poller, lock bank, controller, charging,
+health (fault model), sync agent, web UI, backups, watchdog. Nothing reaches into a global;
+each part is handed what it needs here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from cabinet import charging
+from cabinet import config as cfg
+from cabinet.controller import Controller, RentSettings
+from cabinet.ledger import AsyncLedger, Backups, LedgerCorrupt, LedgerError
+from cabinet.observations import Observation
+from cabinet.telemetry import TelemetryStore
+from cabinet.watchdog import Watchdog, notify
+
+log = logging.getLogger("cabinet")
+
+
+def bus_boards(slots: int, per_board: int) -> list[tuple[int, int]]:
+    """Boards (unit id, slot count) for ``slots`` slots, ``per_board`` each, unit ids from 1."""
+    boards = []
+    unit, left = 1, slots
+    while left > 0:
+        boards.append((unit, min(per_board, left)))
+        unit, left = unit + 1, left - per_board
+    return boards
+
+
+def bus_port(url: str) -> str:
+    """The driver's port string for a ``serial://DEV`` or ``tcp://HOST:PORT`` bus url."""
+    if url.startswith("serial://"):
+        return url.removeprefix("serial://")
+    if url.startswith("tcp://"):
+        return "socket://" + url.removeprefix("tcp://")
+    raise cfg.ConfigError(f"bus.url {url!r} must start with serial:// or tcp://")
+
+
+def pin_factory(name: str) -> Any:
+    """The gpiozero pin factory called ``name`` (as GPIOZERO_PIN_FACTORY would choose it)."""
+    if name == "mock":
+        from gpiozero.pins.mock import MockFactory
+
+        return MockFactory()
+    found = entry_points(group="gpiozero_pin_factories", name=name)
+    if not found:
+        raise cfg.ConfigError(
+            f"locks.pin_factory {name!r}: no gpiozero pin factory of that name is installed"
+        )
+    return next(iter(found)).load()()
+
+
+def to_observation(r: Any) -> Observation:
+    """A driver SlotReading as the controller's Observation."""
+    if not r.known:
+        return Observation(slot=r.slot, known=False)
+    return Observation(
+        slot=r.slot,
+        known=True,
+        present=bool(r.present),
+        seated=bool(r.seated),
+        sn=r.sn or "",
+        soc=int(r.soc or 0),
+        voltage_v=float(r.voltage_v or 0),
+        current_a=float(r.current_a or 0),
+        temp_c=float(r.temp_c or 0),
+        cycles=int(r.cycles or 0),
+        faults=int(r.slot_faults or 0),
+        charging=bool(r.charging),
+    )
+
+
+@dataclass
+class Cabinet:
+    """All parts of one running cabinet."""
+
+    config: cfg.Config
+    ledger: AsyncLedger | None = None
+    ledger_problem: str | None = None
+    bus: Any = None
+    locks: Any = None
+    controller: Controller | None = None
+    telemetry: TelemetryStore | None = None
+    backups: Backups | None = None
+    watchdog: Watchdog | None = None
+    extras: list[Any] = field(default_factory=list)  # sync agent, health, web: start()/stop()
+    started_at: float = field(default_factory=time.monotonic)
+    last_scan_at: float = 0.0
+    charging_now: set[int] = field(default_factory=set)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        c = self.config
+        c.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.ledger = await AsyncLedger.open(c.data_dir / "ledger.db", c["cabinet.id"])
+        except (LedgerCorrupt, LedgerError) as e:
+            # Never replace a damaged ledger: keep running (UI, diagnostics) but refuse to rent.
+            self.ledger_problem = str(e)
+            log.critical("LEDGER UNUSABLE, refusing to rent: %s (see docs/ledger.md, 'Restoring')", e)
+            notify(f"STATUS=ledger unusable: {e}")
+        from drivers.locks import LockBank
+
+        from drivers.battery_bus import BatteryBus
+
+        n = c["cabinet.slots"]
+        self.bus = BatteryBus(
+            bus_port(c["bus.url"]),
+            bus_boards(n, c["bus.slots_per_board"]),
+            baudrate=c["bus.baudrate"],
+            timeout_s=c["bus.timeout_s"],
+            retries=c["bus.retries"],
+        )
+        await self.bus.start()
+        self.locks = LockBank(
+            c["locks.lock_pins"] or [f"LOCK{i}" for i in range(1, n + 1)],
+            c["locks.seat_pins"] or [f"SEAT{i}" for i in range(1, n + 1)],
+            pin_factory=pin_factory(c["locks.pin_factory"]),
+            pulse_s=c["locks.pulse_s"],
+        )
+        self.telemetry = TelemetryStore(c.data_dir / "telemetry.db")
+        if self.ledger is not None:
+            self.controller = Controller(
+                self.ledger,
+                self.locks,
+                RentSettings(
+                    min_soc=c["rent.min_soc"],
+                    eject_timeout_s=c["rent.eject_timeout_s"],
+                    jam_timeout_s=c["locks.jam_timeout_s"],
+                ),
+            )
+            first = [to_observation(r) for r in await self.bus.scan()]
+            await self.controller.recover(first)
+            self.backups = Backups(
+                c.data_dir / "ledger.db", c.data_dir / "backups", keep=c["cabinet.backups_kept"]
+            )
+            self._tasks.append(asyncio.create_task(self._backup_loop(), name="backups"))
+        self._tasks.append(asyncio.create_task(self._poll_loop(), name="bus-poller"))
+        for part in self.extras:
+            await part.start()
+        self.watchdog = Watchdog([self._health_problem])
+        await self.watchdog.start()
+        log.info("cabinet %s running: %d slots, bus %s", c["cabinet.id"], n, c["bus.url"])
+
+    def _health_problem(self) -> str | None:
+        interval = self.config["bus.poll_interval_s"]
+        if self.last_scan_at and time.monotonic() - self.last_scan_at > max(30.0, 10 * interval):
+            return f"no bus scan for {time.monotonic() - self.last_scan_at:.0f} s"
+        for t in self._tasks:
+            if t.done():
+                return f"task {t.get_name()} stopped"
+        return None
+
+    async def scan_once(self) -> list[Observation]:
+        """One bus scan fed to the controller, telemetry and charging."""
+        obs = [to_observation(r) for r in await self.bus.scan()]
+        self.last_scan_at = time.monotonic()
+        if self.controller is not None:
+            await self.controller.on_scan(obs)
+        self.telemetry.add(obs)
+        await self._apply_charging(obs)
+        return obs
+
+    async def blocked_slots(self) -> set[int]:
+        """Slots that must not charge: quarantined or faulty slots, quarantined batteries."""
+        if self.ledger is None:
+            return {o.slot for o in self.controller.observed.values()} if self.controller else set()
+        blocked = set()
+        quarantined = {b.sn for b in await self.ledger.batteries() if b.quarantined}
+        for s in await self.ledger.slots():
+            if s.quarantined or s.fault_kind or (s.sn and s.sn in quarantined):
+                blocked.add(s.slot)
+        return blocked
+
+    async def _apply_charging(self, obs: list[Observation]) -> None:
+        c = self.config
+        policy = charging.ChargePolicy(
+            power_budget_w=c["charging.power_budget_w"],
+            watts_per_slot=c["charging.watts_per_slot"],
+            max_temp_c=c["charging.max_temp_c"],
+            min_soc=c["rent.min_soc"],
+        )
+        want = charging.plan(obs, await self.blocked_slots(), policy)
+        known = [o for o in obs if o.known]
+        changes = {o.slot: o.slot in want for o in known if (o.slot in want) != o.charging}
+        if changes:
+            try:
+                await self.bus.set_charge_many(changes)
+            except Exception as e:  # a board that does not answer keeps its old state
+                log.warning("charge enable not applied: %s", e)
+        self.charging_now = want
+
+    async def _poll_loop(self) -> None:
+        interval = self.config["bus.poll_interval_s"]
+        while True:
+            t0 = time.monotonic()
+            try:
+                await self.scan_once()
+            except LedgerCorrupt as e:
+                self.ledger_problem = str(e)
+                if self.controller:
+                    self.controller.refusing = "ledger_unusable"
+                log.critical("ledger failed while running: %s", e)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
+
+    async def _backup_loop(self) -> None:
+        interval = self.config["cabinet.backup_interval_s"]
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                path = await asyncio.to_thread(self.backups.run_once)
+                log.info("ledger backed up to %s", path)
+            except Exception:
+                log.exception("ledger backup failed")
+
+    async def stop(self) -> None:
+        if self.watchdog:
+            await self.watchdog.stop()
+        for part in reversed(self.extras):
+            with contextlib.suppress(Exception):
+                await part.stop()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.bus:
+            await self.bus.close()
+        if self.locks:
+            self.locks.close()
+        if self.telemetry:
+            self.telemetry.close()
+        if self.ledger:
+            await self.ledger.close()
+
+
+async def run(config: cfg.Config) -> None:
+    """Run a cabinet until SIGTERM/SIGINT."""
+    from cabinet.assemble import add_extras
+
+    cab = Cabinet(config)
+    add_extras(cab)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await cab.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await cab.stop()
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = cfg.load(Path(args.config))
+    except cfg.ConfigError as e:
+        log.error("config error: %s", e)
+        return 2
+    asyncio.run(run(config))
+    return 0
