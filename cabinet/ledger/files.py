@@ -15,7 +15,7 @@ from .errors import LedgerCorrupt, LedgerError
 from .schema import configure
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-SIDE_FILES = ("-wal", "-shm", "-journal")
+SIDE_FILES = ("-wal", "-journal")  # -shm is only an index of the WAL, rebuilt on open
 
 #: SQLite error names that mean the file (or the card under it) cannot be trusted.
 CORRUPTION_ERRORS = {"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_FORMAT"}

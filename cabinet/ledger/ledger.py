@@ -70,18 +70,22 @@ class Ledger:
                     raise LedgerCorrupt(path, "the file is missing (and create=False)")
                 _create(path, cabinet_id)
             check_header(path)
-            conn = connect(path)
+            _precheck(path)
+            conn: sqlite3.Connection | None = None
             try:
+                conn = connect(path)
                 db = Database(conn)
                 _prepare(db, path, cabinet_id)
                 ledger = cls(db, path, cabinet_id, lock)
             except sqlite3.DatabaseError as exc:
-                conn.close()
+                if conn is not None:
+                    conn.close()
                 if is_corruption(exc):
                     raise LedgerCorrupt(path, f"SQLite says: {exc}", keep_aside(path)) from exc
                 raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
             except BaseException:
-                conn.close()
+                if conn is not None:
+                    conn.close()
                 raise
             ledger.record("ledger_opened", boot_id=clock.boot_id(), version=SCHEMA_VERSION, software=software)
             return ledger
@@ -306,16 +310,36 @@ def _create(path: Path, cabinet_id: str) -> None:
     fsync_path(path.parent)
 
 
+def _precheck(path: Path) -> None:
+    """Check the file on a read-only connection first: closing it never checkpoints a WAL
+    into a damaged file, so the copy kept aside is exactly what was found."""
+    problems: list[str] = []
+    conn = None
+    try:
+        conn = connect(path, readonly=True)
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+        if problems != ["ok"]:
+            problems = ["quick_check: " + "; ".join(p.replace("\n", "; ") for p in problems)]
+        elif not conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'"
+        ).fetchone():
+            problems = ["not a cabinet ledger (no migrations table)"]
+    except sqlite3.DatabaseError as exc:
+        if not is_corruption(exc):
+            raise LedgerError(f"cannot read ledger {path}: {exc}") from exc
+        problems = [f"SQLite says: {exc}"]
+    finally:
+        if conn is not None:
+            conn.close()
+    if problems != ["ok"]:
+        raise LedgerCorrupt(path, "; ".join(problems), keep_aside(path))
+
+
 def _prepare(db: Database, path: Path, cabinet_id: str) -> None:
     """Check an existing file, migrate it and rebuild projections if their meaning changed."""
     conn = db.conn
     if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
         raise LedgerError(f"cannot put {path} in WAL mode")
-    problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
-    if problems != ["ok"]:
-        raise LedgerCorrupt(path, "quick_check: " + "; ".join(problems), keep_aside(path))
-    if "_sqlite_migrations" not in db.table_names():
-        raise LedgerCorrupt(path, "not a cabinet ledger (no migrations table)", keep_aside(path))
     applied = applied_versions(db)
     if applied != list(MIGRATION_NAMES[: len(applied)]):
         raise LedgerMismatch(

@@ -83,7 +83,10 @@ def verify(path: str | Path) -> VerifyReport:
     path = Path(path)
     if not path.exists():
         raise LedgerError(f"no ledger at {path}")
-    conn = connect(path, readonly=True)
+    try:
+        conn = connect(path, readonly=True)
+    except sqlite3.DatabaseError as exc:
+        return VerifyReport(problems=[Problem("integrity", f"SQLite cannot read the file: {exc}")])
     try:
         return verify_db(conn)
     finally:
