@@ -15,3 +15,28 @@ from pathlib import Path
 ROOT = str(Path(__file__).resolve().parents[2])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from collections.abc import AsyncIterator, Callable  # noqa: E402
+
+import pytest  # noqa: E402
+
+from sync.transport import MqttOptions, MqttTransport  # noqa: E402
+
+FAST = dict(backoff_initial_s=0.05, backoff_max_s=0.4, keepalive_s=5, connect_timeout_s=2.0)
+
+
+@pytest.fixture
+async def transports() -> AsyncIterator[Callable[..., MqttTransport]]:
+    """Make transports with fast reconnects; every one made is closed after the test."""
+    made: list[MqttTransport] = []
+
+    def make(host: str, port: int, client_id: str, subscriptions=(), **over) -> MqttTransport:
+        t = MqttTransport(
+            MqttOptions(host=host, port=port, client_id=client_id, **{**FAST, **over}), subscriptions
+        )
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        await t.close(publish_will=False, timeout=2)
