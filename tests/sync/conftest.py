@@ -9,6 +9,7 @@ section; until then this keeps the sync tests correct on their own.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,11 +17,27 @@ ROOT = str(Path(__file__).resolve().parents[2])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import importlib.util  # noqa: E402
 from collections.abc import AsyncIterator, Callable  # noqa: E402
 
 import pytest  # noqa: E402
 
 from sync.transport import MqttOptions, MqttTransport  # noqa: E402
+
+
+def _root_conftest():
+    """tests/conftest.py loaded by path: ``import conftest`` is ambiguous between test folders."""
+    spec = importlib.util.spec_from_file_location(
+        "sync_tests_root_conftest", Path(ROOT) / "tests" / "conftest.py"
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+start_broker = _root_conftest().start_broker
 
 FAST = dict(backoff_initial_s=0.05, backoff_max_s=0.4, keepalive_s=5, connect_timeout_s=2.0)
 
@@ -40,3 +57,22 @@ async def transports() -> AsyncIterator[Callable[..., MqttTransport]]:
     yield make
     for t in made:
         await t.close(publish_will=False, timeout=2)
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path):
+    """Start Mosquitto with extra config lines (TLS, passwords, ACLs); all are stopped after the test."""
+    started = []
+
+    def make(extra_conf: str):
+        d = tmp_path / f"broker{len(started)}"
+        d.mkdir()
+        # as root, Mosquitto drops to user "mosquitto" before reading certificates, which then
+        # cannot read pytest's private tmp dir
+        b = start_broker(d, extra_conf + ("user root\n" if os.geteuid() == 0 else ""))
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()
