@@ -93,14 +93,14 @@ class Controller:
 
     # ---- notifications (UI, sync) ----------------------------------------------------
 
-    async def _emit(self, kind: str, **data: Any) -> None:
+    async def _emit(self, what: str, /, **data: Any) -> None:
         for listener in list(self.listeners):
             try:
-                r = listener(kind, data)
+                r = listener(what, data)
                 if asyncio.iscoroutine(r):
                     await r
             except Exception:  # a UI problem must never break rent/return
-                log.exception("listener failed on %s", kind)
+                log.exception("listener failed on %s", what)
 
     # ---- returns, removals and first sightings -----------------------------------------
 

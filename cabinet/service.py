@@ -111,9 +111,8 @@ class Cabinet:
             self.ledger_problem = str(e)
             log.critical("LEDGER UNUSABLE, refusing to rent: %s (see docs/ledger.md, 'Restoring')", e)
             notify(f"STATUS=ledger unusable: {e}")
-        from drivers.locks import LockBank
-
         from drivers.battery_bus import BatteryBus
+        from drivers.locks import LockBank
 
         n = c["cabinet.slots"]
         self.bus = BatteryBus(
@@ -124,12 +123,15 @@ class Cabinet:
             retries=c["bus.retries"],
         )
         await self.bus.start()
+        # a pin factory may block while it connects (the simulator's link): keep it off the loop
+        factory = await asyncio.to_thread(pin_factory, c["locks.pin_factory"])
         self.locks = LockBank(
             c["locks.lock_pins"] or [f"LOCK{i}" for i in range(1, n + 1)],
             c["locks.seat_pins"] or [f"SEAT{i}" for i in range(1, n + 1)],
-            pin_factory=pin_factory(c["locks.pin_factory"]),
+            pin_factory=factory,
             pulse_s=c["locks.pulse_s"],
         )
+        self.locks.start()
         self.telemetry = TelemetryStore(c.data_dir / "telemetry.db")
         if self.ledger is not None:
             self.controller = Controller(

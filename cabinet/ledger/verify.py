@@ -252,7 +252,7 @@ def _check_invariants(conn: sqlite3.Connection, report: VerifyReport) -> None:
             on_rental[r["sn"]].append(rid)
     for sn in sorted(set(in_slots) | set(on_rental) | {k[0] for k in batteries}):
         locs = [f"slot {n}" for n in in_slots.get(sn, [])] + [f"rental {r}" for r in on_rental.get(sn, [])]
-        slot = (in_slots.get(sn) or [None])[0]
+        slot = in_slots[sn][0] if in_slots.get(sn) else None
         b = batteries.get((sn,))
         if b is None:
             report.add(
