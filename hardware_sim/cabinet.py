@@ -338,9 +338,10 @@ class SimCabinet:
                     b, _ = self.find_battery(fault.battery)
                 else:
                     assert fault.slot is not None
-                    b = self.slot(fault.slot).battery
-                    if b is None:
+                    in_slot = self.slot(fault.slot).battery
+                    if in_slot is None:
                         raise SimActionError(f"slot {fault.slot} is empty: no battery for {fault.kind!r}")
+                    b = in_slot
                 af.battery_sn = b.sn
                 af.undo = self._apply_battery_fault(b, fault)
             elif fault.scope == "slot":

@@ -220,4 +220,4 @@ class SimTcpServer(_SimServerMixin, ModbusTcpServer):
     @property
     def bound_port(self) -> int:
         """The TCP port actually listened on (useful with port 0)."""
-        return self.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr,attr-defined]
