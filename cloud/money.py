@@ -230,7 +230,7 @@ def post_refund(
     )
 
 
-def post_excess_refund(conn: Connection, r: RentalMoney, amount: int, n: int, at: float) -> int:
+def post_excess_refund(conn: Connection, r: RentalMoney, amount: int, n: int | str, at: float) -> int:
     """Money captured above the fee (a long rental's early capture) goes back to the renter."""
     return post(
         conn,

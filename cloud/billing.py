@@ -1,0 +1,368 @@
+"""The money side of one rental: holds, captures, voids and refunds through the provider, each
+recorded in ``payments``, on the rental row and in the journal.
+
+Every provider call uses an idempotency key derived from the rental and the attempt number,
+and happens outside any database transaction; the recording step is idempotent too (keyed by
+the same string), so any step can be re-run after a crash and books its effect once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from cloud import money
+from cloud.db import audit_log, payments, rentals, users
+from cloud.payments import Declined, HoldExpired, InvalidRequest, PaymentError, Provider, rental_key
+
+log = logging.getLogger(__name__)
+
+
+class BillingError(ValueError):
+    """A money operation on a rental is not allowed; the message says why."""
+
+
+class Billing:
+    """Holds, captures and refunds for rentals (see module doc)."""
+
+    def __init__(self, engine: Engine, provider: Provider, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self.provider = provider
+        self.clock = clock
+
+    # --- holds ---------------------------------------------------------------------------
+
+    def place_hold(self, rental_id: str) -> str:
+        """Reserve the rental's hold amount on the renter's card; returns the hold ref or raises PaymentError."""
+        r = self._rental(rental_id)
+        with self.engine.connect() as conn:
+            card = conn.execute(
+                select(users.c.card_token).where(users.c.id == r["user_id"])
+            ).scalar_one_or_none()
+            n = self._attempts(conn, rental_id, "hold")
+        key = rental_key(rental_id, "hold", n)
+        try:
+            if not card:
+                raise Declined("no card on file for this renter (add one at PUT /api/me/card)", "no_card")
+            hold = self.provider.authorize(card, r["hold_amount"], r["currency"], key)
+        except PaymentError as e:
+            with self.engine.begin() as conn:
+                if not self._recorded(conn, key):
+                    self._payment(conn, r, "hold", None, r["hold_amount"], "failed", key, code=e.code, n=n)
+                    conn.execute(
+                        update(rentals)
+                        .where(rentals.c.id == rental_id, rentals.c.hold_status.is_distinct_from("held"))
+                        .values(hold_status="declined")
+                    )
+            raise
+        with self.engine.begin() as conn:
+            if not self._recorded(conn, key):
+                self._payment(conn, r, "hold", hold.hold_ref, hold.amount, "succeeded", key, n=n)
+                conn.execute(
+                    update(rentals)
+                    .where(rentals.c.id == rental_id)
+                    .values(hold_ref=hold.hold_ref, hold_status="held", hold_expires_at=hold.expires_at)
+                )
+                money.post_hold(conn, rental_money(r), hold.amount, n, self.clock())
+        return hold.hold_ref
+
+    def release_hold(self, rental_id: str, why: str) -> None:
+        """Void the rental's current hold (if still held), and book the end of any expired one."""
+        r = self._rental(rental_id)
+        if r["hold_status"] == "held":
+            n = self._hold_n(r)
+            try:
+                result = self.provider.void(r["hold_ref"], rental_key(rental_id, "void", n))
+            except PaymentError as e:
+                log.warning("rental %s: void of hold %s failed: %s", rental_id, r["hold_ref"], e)
+                return
+            with self.engine.begin() as conn:
+                key = rental_key(rental_id, "void", n)
+                if not self._recorded(conn, key):
+                    self._payment(conn, r, "void", r["hold_ref"], result.released, "succeeded", key, n=n)
+                    self._set(conn, rental_id, hold_status="voided" if result.released else "expired")
+                    money.post_hold_released(conn, rental_money(r), r["hold_amount"], n, why, self.clock())
+        elif r["hold_status"] == "expired":
+            n = self._hold_n(r)
+            with self.engine.begin() as conn:
+                money.post_hold_released(conn, rental_money(r), r["hold_amount"], n, "expired", self.clock())
+
+    def capture_hold_in_full(self, rental_id: str) -> bool:
+        """Take the whole hold now (a long rental whose hold would expire); the excess is refunded at return."""
+        r = self._rental(rental_id)
+        if r["hold_status"] != "held":
+            return False
+        return self._capture(r, r["hold_amount"])
+
+    # --- settling a finished rental -----------------------------------------------------
+
+    def settle(self, rental_id: str, max_new_holds: int = 2) -> str:
+        """Make what the renter paid equal the fee: capture, charge again, or refund the excess.
+
+        Returns the payment status: ``paid``, or ``due`` when the card refused (a debt the
+        operator sees; ``settle`` can be run again later).
+        """
+        r = self._rental(rental_id)
+        if r["fee"] is None:
+            raise BillingError(f"rental {rental_id} has no fee yet (status {r['status']})")
+        if r["hold_status"] == "expired":
+            self.release_hold(rental_id, "expired")  # books the end of a hold the provider expired
+        new_holds = 0
+        while True:
+            r = self._rental(rental_id)
+            due = self._due(r)
+            if due > 0 and r["hold_status"] == "held":
+                if self._capture(r, min(due, r["hold_amount"])):
+                    continue
+            elif due <= 0 and r["hold_status"] == "held":
+                self.release_hold(rental_id, "rental ended")
+                if self._rental(rental_id)["hold_status"] == "held":
+                    break  # the void failed: keep the hold, try again next sweep
+                continue
+            if due > 0:
+                if new_holds >= max_new_holds:
+                    break
+                new_holds += 1
+                try:
+                    self.place_hold(rental_id)
+                except PaymentError as e:
+                    log.info("rental %s: new hold for %s refused: %s", rental_id, due, e)
+                    break
+                continue
+            if due < 0:
+                self._refund_excess(r, -due)
+            break
+        r = self._rental(rental_id)
+        status = "paid" if self._due(r) == 0 else "due"
+        with self.engine.begin() as conn:
+            self._set(conn, rental_id, payment_status=status)
+        return status
+
+    def refund(self, rental_id: str, amount: int, reason: str, actor_user_id: int | None) -> int:
+        """An operator gives back part of a fee (a dispute); audited. Returns the rental's refunded total."""
+        r = self._rental(rental_id)
+        if not reason.strip():
+            raise BillingError("a refund needs a reason (it is audited)")
+        if r["status"] not in ("closed", "purchased"):
+            raise BillingError(f"rental {rental_id} is {r['status']}: only finished rentals are refunded")
+        with self.engine.connect() as conn:
+            fee_refunded = self._paid(conn, rental_id, "refund")
+            captures = self._refundable(conn, rental_id)
+        refundable_fee = (r["fee"] or 0) - fee_refunded
+        if not isinstance(amount, int) or not 0 < amount <= min(refundable_fee, sum(captures.values())):
+            raise BillingError(
+                f"refund must be 1..{min(refundable_fee, sum(captures.values()))} {r['currency']} minor units "
+                f"(fee {r['fee']}, refunded {fee_refunded}, paid {sum(captures.values())}), got {amount!r}"
+            )
+        n = self._attempts_any(rental_id, "refund")
+        left = amount
+        for hold_ref, refundable in captures.items():
+            part = min(left, refundable)
+            if part <= 0:
+                continue
+            key = rental_key(rental_id, "refund", f"{n}:{hold_ref}")
+            result = self.provider.refund(hold_ref, part, key)
+            with self.engine.begin() as conn:
+                if not self._recorded(conn, key):
+                    before = self._paid(conn, rental_id, "refund")
+                    self._payment(
+                        conn,
+                        r,
+                        "refund",
+                        result.refund_ref,
+                        part,
+                        "succeeded",
+                        key,
+                        hold_ref=hold_ref,
+                        reason=reason,
+                    )
+                    conn.execute(
+                        update(rentals)
+                        .where(rentals.c.id == rental_id)
+                        .values(refunded=rentals.c.refunded + part)
+                    )
+                    money.post_refund(
+                        conn, rental_money(r), part, r["fee"], before, key, reason, self.clock()
+                    )
+                    conn.execute(
+                        insert(audit_log).values(
+                            at=self.clock(),
+                            actor_user_id=actor_user_id,
+                            action="refund",
+                            target=f"rental:{rental_id}",
+                            detail=json.dumps(
+                                {"amount": part, "currency": r["currency"], "reason": reason, "key": key}
+                            ),
+                        )
+                    )
+            left -= part
+        return self._rental(rental_id)["refunded"]
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _capture(self, r: Mapping[str, Any], amount: int) -> bool:
+        n = self._hold_n(r)
+        key = rental_key(r["id"], "capture", n)
+        try:
+            result = self.provider.capture(r["hold_ref"], amount, key)
+        except HoldExpired:
+            with self.engine.begin() as conn:
+                self._set(conn, r["id"], hold_status="expired")
+                money.post_hold_released(conn, rental_money(r), r["hold_amount"], n, "expired", self.clock())
+            return False
+        except InvalidRequest as e:
+            log.warning("rental %s: capture on %s refused: %s", r["id"], r["hold_ref"], e)
+            return False
+        with self.engine.begin() as conn:
+            if not self._recorded(conn, key):
+                self._payment(
+                    conn,
+                    r,
+                    "capture",
+                    result.capture_ref,
+                    result.amount,
+                    "succeeded",
+                    key,
+                    hold_ref=r["hold_ref"],
+                    n=n,
+                )
+                conn.execute(
+                    update(rentals)
+                    .where(rentals.c.id == r["id"])
+                    .values(captured=rentals.c.captured + result.amount, hold_status="captured")
+                )
+                money.post_capture(conn, rental_money(r), result.amount, n, self.clock())
+                money.post_hold_released(conn, rental_money(r), r["hold_amount"], n, "captured", self.clock())
+        return True
+
+    def _refund_excess(self, r: Mapping[str, Any], amount: int) -> None:
+        with self.engine.connect() as conn:
+            captures = self._refundable(conn, r["id"])
+        n = self._attempts_any(r["id"], "refund_excess")
+        left = amount
+        for hold_ref, refundable in captures.items():
+            part = min(left, refundable)
+            if part <= 0:
+                continue
+            key = rental_key(r["id"], "refund_excess", f"{n}:{hold_ref}")
+            result = self.provider.refund(hold_ref, part, key)
+            with self.engine.begin() as conn:
+                if not self._recorded(conn, key):
+                    self._payment(
+                        conn, r, "refund_excess", result.refund_ref, part, "succeeded", key, hold_ref=hold_ref
+                    )
+                    conn.execute(
+                        update(rentals)
+                        .where(rentals.c.id == r["id"])
+                        .values(refunded=rentals.c.refunded + part)
+                    )
+                    money.post_excess_refund(conn, rental_money(r), part, f"{n}:{hold_ref}", self.clock())
+            left -= part
+
+    def _due(self, r: Mapping[str, Any]) -> int:
+        """What the renter still owes for the rental (< 0: we owe them)."""
+        with self.engine.connect() as conn:
+            excess = self._paid(conn, r["id"], "refund_excess")
+        return (r["fee"] or 0) - r["captured"] + excess
+
+    def _rental(self, rental_id: str) -> Mapping[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().first()
+        if row is None:
+            raise BillingError(f"no rental {rental_id}")
+        return row
+
+    def _hold_n(self, r: Mapping[str, Any]) -> int:
+        with self.engine.connect() as conn:
+            detail = conn.execute(
+                select(payments.c.detail).where(
+                    payments.c.rental_id == r["id"],
+                    payments.c.kind == "hold",
+                    payments.c.provider_ref == r["hold_ref"],
+                )
+            ).scalar_one()
+        return int(json.loads(detail)["n"])
+
+    @staticmethod
+    def _attempts(conn: Connection, rental_id: str, kind: str) -> int:
+        return conn.execute(
+            select(func.count()).where(payments.c.rental_id == rental_id, payments.c.kind == kind)
+        ).scalar_one()
+
+    def _attempts_any(self, rental_id: str, kind: str) -> int:
+        with self.engine.connect() as conn:
+            return self._attempts(conn, rental_id, kind)
+
+    @staticmethod
+    def _paid(conn: Connection, rental_id: str, kind: str) -> int:
+        return int(
+            conn.execute(
+                select(func.coalesce(func.sum(payments.c.amount), 0)).where(
+                    payments.c.rental_id == rental_id,
+                    payments.c.kind == kind,
+                    payments.c.status.in_(("succeeded", "confirmed")),
+                )
+            ).scalar_one()
+        )
+
+    @staticmethod
+    def _refundable(conn: Connection, rental_id: str) -> dict[str, int]:
+        """Money still refundable per hold: captured minus every refund on it."""
+        per_hold: dict[str, int] = defaultdict(int)
+        rows = conn.execute(
+            select(payments.c.kind, payments.c.amount, payments.c.detail).where(
+                payments.c.rental_id == rental_id,
+                payments.c.kind.in_(("capture", "refund", "refund_excess")),
+                payments.c.status.in_(("succeeded", "confirmed")),
+            )
+        )
+        for kind, amount, detail in rows:
+            hold_ref = json.loads(detail)["hold_ref"]
+            per_hold[hold_ref] += amount if kind == "capture" else -amount
+        return dict(per_hold)
+
+    @staticmethod
+    def _recorded(conn: Connection, key: str) -> bool:
+        return (
+            conn.execute(select(payments.c.id).where(payments.c.idempotency_key == key)).first() is not None
+        )
+
+    def _payment(
+        self,
+        conn: Connection,
+        r: Mapping[str, Any],
+        kind: str,
+        ref: str | None,
+        amount: int,
+        status: str,
+        key: str,
+        **detail: Any,
+    ) -> None:
+        conn.execute(
+            insert(payments).values(
+                rental_id=r["id"],
+                kind=kind,
+                provider=self.provider.name,
+                provider_ref=ref,
+                amount=amount,
+                currency=r["currency"],
+                status=status,
+                idempotency_key=key,
+                detail=json.dumps(detail),
+                created_at=self.clock(),
+            )
+        )
+
+    @staticmethod
+    def _set(conn: Connection, rental_id: str, **values: Any) -> None:
+        conn.execute(update(rentals).where(rentals.c.id == rental_id).values(**values))
+
+
+def rental_money(r: Mapping[str, Any]) -> money.RentalMoney:
+    """The journal's view of a rental row."""
+    return money.RentalMoney(r["id"], r["user_id"], r["merchant_id"], r["share_bp"], r["currency"])

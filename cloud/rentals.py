@@ -1,0 +1,660 @@
+"""The rental life cycle, driven by the app and by the events cabinets report.
+
+    app:     start_app_rental  -> hold placed, eject command returned (the caller signs and sends it)
+    cabinet: rental_started    -> on_rental_started   (active; or created, for an offline pass)
+             rental_aborted    -> on_rental_aborted   (hold voided)
+             battery_returned  -> on_battery_returned (fee computed and settled)
+    timer:   sweep             -> eject timeouts, captures before holds expire, purchases
+
+Every ``on_*`` method is idempotent (cabinet events arrive at least once) and tolerates any
+order between cabinets: a return reported before its rental's start (two offline cabinets
+syncing in either order) is kept and matched when the start arrives.
+Methods block (database, provider): call them from asyncio through a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cloud import money
+from cloud.billing import Billing, rental_money
+from cloud.db import batteries, cabinets, clock_anchors, commands, orphan_returns, passes, rentals, users
+from cloud.merchants import Catalog, CatalogError
+from cloud.payments import PaymentError, Provider
+from cloud.pricing import CabinetTime, ClockAnchor, Tariff, quote, rental_duration, true_time
+
+log = logging.getLogger(__name__)
+
+OPEN = ("pending", "active")
+
+
+class RentalError(ValueError):
+    """A rental request or cabinet event cannot be applied; the message says why."""
+
+
+class RentalRefused(RentalError):
+    """The app's rental request is refused (``code``: open_rental, no_card, card_declined, ...)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class CabinetEvent:
+    """A ledger event as a cabinet reported it (the fields of sync's WireEvent)."""
+
+    cabinet: str
+    seq: int
+    id: str
+    type: str
+    at_wall: float
+    at_mono: float
+    boot_id: str
+    body: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def time(self) -> CabinetTime:
+        return CabinetTime(self.cabinet, self.at_wall, self.at_mono, self.boot_id)
+
+
+@dataclass(frozen=True)
+class EjectCommand:
+    """The command to sign and publish on ``cab/v1/{cabinet}/cmd`` for an app rental."""
+
+    cmd_id: str
+    cabinet: str
+    counter: int
+    kind: str
+    args: dict
+    issued_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class RentalStart:
+    rental_id: str
+    hold_amount: int
+    currency: str
+    command: EjectCommand
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did (for logs and tests)."""
+
+    timed_out: list[str] = field(default_factory=list)
+    captured_early: list[str] = field(default_factory=list)
+    purchased: list[str] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)
+
+
+class RentalService:
+    """The rental life cycle (see module doc)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        provider: Provider,
+        clock: Callable[[], float],
+        *,
+        eject_timeout_s: float = 120,
+        hold_capture_margin_s: float = 6 * 3600,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.catalog = Catalog(engine, clock)
+        self.billing = Billing(engine, provider, clock)
+        self.eject_timeout_s = eject_timeout_s
+        self.hold_capture_margin_s = hold_capture_margin_s
+
+    # --- the app -------------------------------------------------------------------------
+
+    def start_app_rental(self, user_id: int, cabinet_id: str) -> RentalStart:
+        """Place a hold for a rental at ``cabinet_id`` and return the eject command to send."""
+        try:
+            pricing = self.catalog.pricing(cabinet_id)
+        except CatalogError as e:
+            raise RentalRefused(str(e), "unknown_cabinet") from e
+        rental_id = str(uuid.uuid4())
+        now = self.clock()
+        try:
+            with self.engine.begin() as conn:
+                user = conn.execute(
+                    select(users).where(users.c.id == user_id, users.c.deleted_at.is_(None))
+                ).first()
+                if user is None:
+                    raise RentalRefused(f"no user {user_id}", "unknown_user")
+                if not user.card_token:
+                    raise RentalRefused("add a card before renting (PUT /api/me/card)", "no_card")
+                if self._open_rental(conn, user_id):
+                    raise RentalRefused(
+                        "you already have a rental in progress: return that battery first", "open_rental"
+                    )
+                self._insert_rental(
+                    conn, rental_id, user_id, "app", None, cabinet_id, pricing, "pending", now
+                )
+        except IntegrityError as e:  # a concurrent request won the one-open-rental index
+            raise RentalRefused("you already have a rental in progress", "open_rental") from e
+        try:
+            self.billing.place_hold(rental_id)
+        except PaymentError as e:
+            with self.engine.begin() as conn:
+                self._set(conn, rental_id, status="aborted", abort_reason=f"hold refused: {e.code}")
+            raise RentalRefused(f"the card was refused: {e}", e.code) from e
+        with self.engine.begin() as conn:
+            counter = self._next_counter(conn, cabinet_id)
+            cmd = EjectCommand(
+                cmd_id=str(uuid.uuid4()),
+                cabinet=cabinet_id,
+                counter=counter,
+                kind="eject",
+                args={"rental_id": rental_id, "user": str(user_id)},
+                issued_at=now,
+                expires_at=now + self.eject_timeout_s,
+            )
+            conn.execute(
+                insert(commands).values(
+                    cmd_id=cmd.cmd_id,
+                    cabinet_id=cabinet_id,
+                    counter=counter,
+                    kind="eject",
+                    args=json.dumps(cmd.args),
+                    created_at=now,
+                    expires_at=cmd.expires_at,
+                    status="queued",
+                )
+            )
+            self._set(conn, rental_id, cmd_id=cmd.cmd_id)
+        return RentalStart(rental_id, pricing.tariff.hold, pricing.tariff.currency, cmd)
+
+    def issue_pass(self, user_id: int, pass_id: str, expires_at: float, max_rentals: int = 1) -> str:
+        """Record an offline pass for a renter whose card is on file (the caller signs it with sync)."""
+        with self.engine.begin() as conn:
+            user = conn.execute(
+                select(users).where(users.c.id == user_id, users.c.deleted_at.is_(None))
+            ).first()
+            if user is None or not user.card_token:
+                raise RentalRefused("an offline pass needs an account with a card on file", "no_card")
+            conn.execute(
+                insert(passes).values(
+                    pass_id=pass_id,
+                    user_id=user_id,
+                    issued_at=self.clock(),
+                    expires_at=expires_at,
+                    max_rentals=max_rentals,
+                )
+            )
+        return pass_id
+
+    # --- cabinet events ------------------------------------------------------------------
+
+    def on_rental_started(self, cabinet_id: str, event: CabinetEvent) -> str:
+        """A battery left ``cabinet_id`` for a rental; returns the rental id."""
+        body = event.body
+        rental_id = str(body.get("rental_id") or "")
+        if not rental_id:
+            raise RentalError(f"rental_started {event.id} from {cabinet_id} has no rental_id")
+        source = body.get("source", "cloud")
+        with self.engine.begin() as conn:
+            row = conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().first()
+        if row is None:
+            if source != "pass":
+                raise RentalError(
+                    f"rental_started {event.id}: cabinet {cabinet_id} names unknown rental {rental_id}"
+                )
+            self._create_pass_rental(cabinet_id, event)
+        elif row["start_event_id"] is None:
+            start = {
+                "status": "active",
+                "slot": body.get("slot"),
+                "battery_sn": body.get("sn"),
+                "start_event_id": event.id,
+                "start_wall": event.at_wall,
+                "start_mono": event.at_mono,
+                "start_boot_id": event.boot_id,
+            }
+            with self.engine.begin() as conn:
+                self._set(conn, rental_id, **start)
+                self._battery(conn, body.get("sn"), "rented", None)
+                if row["cmd_id"]:
+                    conn.execute(
+                        update(commands).where(commands.c.cmd_id == row["cmd_id"]).values(status="ok")
+                    )
+            if row["status"] == "aborted":
+                # the eject timed out and the hold was voided, yet the battery did leave: secure it again
+                log.warning(
+                    "rental %s started after it was aborted (%s): placing a new hold",
+                    rental_id,
+                    row["abort_reason"],
+                )
+                with self.engine.begin() as conn:
+                    self._set(conn, rental_id, abort_reason=None)
+                self._try_hold(rental_id)
+        self._match_orphan_return(rental_id)
+        return rental_id
+
+    def on_rental_aborted(self, cabinet_id: str, event: CabinetEvent) -> str:
+        """No battery came out (jam, empty slot...): the rental is cancelled and its hold released."""
+        rental_id = str(event.body.get("rental_id") or "")
+        with self.engine.begin() as conn:
+            row = conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().first()
+            if row is None:
+                raise RentalError(
+                    f"rental_aborted {event.id}: cabinet {cabinet_id} names unknown rental {rental_id}"
+                )
+            if row["status"] not in ("pending", "aborted"):
+                raise RentalError(f"rental_aborted {event.id}: rental {rental_id} is already {row['status']}")
+            self._set(
+                conn,
+                rental_id,
+                status="aborted",
+                abort_reason=str(event.body.get("reason") or "aborted by cabinet"),
+            )
+            if row["cmd_id"]:
+                conn.execute(
+                    update(commands).where(commands.c.cmd_id == row["cmd_id"]).values(status="failed")
+                )
+        self.billing.release_hold(rental_id, "rental aborted")
+        return rental_id
+
+    def on_battery_returned(self, cabinet_id: str, event: CabinetEvent) -> str | None:
+        """A battery came back to ``cabinet_id``; closes and bills its rental. None: no rental known yet."""
+        sn = event.body.get("sn")
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                select(rentals.c.id).where(rentals.c.end_event_id == event.id)
+            ).scalar_one_or_none()
+            if done is not None:
+                return done  # a redelivered event
+            rental_id = event.body.get("rental_id")
+            row = None
+            if rental_id:
+                row = conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().first()
+            if row is None and sn:
+                row = (
+                    conn.execute(
+                        select(rentals)
+                        .where(rentals.c.battery_sn == sn, rentals.c.status == "active")
+                        .order_by(rentals.c.start_wall.desc())
+                    )
+                    .mappings()
+                    .first()
+                )
+            if row is None or row["status"] != "active":
+                self._battery(conn, sn, "in_fleet", cabinet_id)
+                if (
+                    sn
+                    and not conn.execute(
+                        select(orphan_returns.c.event_id).where(orphan_returns.c.event_id == event.id)
+                    ).first()
+                ):
+                    conn.execute(
+                        insert(orphan_returns).values(
+                            event_id=event.id,
+                            cabinet_id=cabinet_id,
+                            battery_sn=sn,
+                            at_wall=event.at_wall,
+                            at_mono=event.at_mono,
+                            boot_id=event.boot_id,
+                            received_at=self.clock(),
+                        )
+                    )
+                return None
+        self._close(row["id"], event.time, event.id, "closed")
+        return row["id"]
+
+    def record_clock_anchor(self, cabinet_id: str, boot_id: str, at_mono: float, received_at: float) -> None:
+        """Tie a cabinet boot's monotonic clock to true time (from a message that arrived live).
+
+        The tightest anchor is kept: the one whose receipt was closest to the reading.
+        """
+        offset = received_at - at_mono
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(clock_anchors).where(
+                    clock_anchors.c.cabinet_id == cabinet_id, clock_anchors.c.boot_id == boot_id
+                )
+            ).first()
+            if row is None:
+                conn.execute(
+                    insert(clock_anchors).values(
+                        cabinet_id=cabinet_id, boot_id=boot_id, at_mono=at_mono, true_wall=received_at
+                    )
+                )
+            elif offset < row.true_wall - row.at_mono:
+                conn.execute(
+                    update(clock_anchors)
+                    .where(clock_anchors.c.cabinet_id == cabinet_id, clock_anchors.c.boot_id == boot_id)
+                    .values(at_mono=at_mono, true_wall=received_at)
+                )
+
+    # --- the timer -----------------------------------------------------------------------
+
+    def sweep(self) -> SweepReport:
+        """Periodic work: eject timeouts, early captures before holds expire, purchases, unpaid settlements."""
+        now = self.clock()
+        report = SweepReport()
+        with self.engine.connect() as conn:
+            pending = (
+                conn.execute(
+                    select(rentals.c.id).where(
+                        rentals.c.status == "pending", rentals.c.created_at <= now - self.eject_timeout_s
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            expiring = (
+                conn.execute(
+                    select(rentals.c.id).where(
+                        rentals.c.status == "active",
+                        rentals.c.hold_status == "held",
+                        rentals.c.hold_expires_at <= now + self.hold_capture_margin_s,
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            active = conn.execute(select(rentals).where(rentals.c.status == "active")).mappings().all()
+            unsettled = (
+                conn.execute(
+                    select(rentals.c.id).where(
+                        rentals.c.status.in_(("closed", "purchased")),
+                        or_(rentals.c.payment_status == "none", rentals.c.hold_status == "held"),
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for rental_id in pending:
+            with self.engine.begin() as conn:
+                changed = conn.execute(
+                    update(rentals)
+                    .where(rentals.c.id == rental_id, rentals.c.status == "pending")
+                    .values(
+                        status="aborted",
+                        abort_reason=f"no answer from the cabinet within {self.eject_timeout_s:.0f} s",
+                    )
+                ).rowcount
+                conn.execute(
+                    update(commands)
+                    .where(
+                        commands.c.cmd_id
+                        == select(rentals.c.cmd_id).where(rentals.c.id == rental_id).scalar_subquery()
+                    )
+                    .values(status="expired")
+                )
+            if changed:
+                self.billing.release_hold(rental_id, "eject timed out")
+                report.timed_out.append(rental_id)
+        for rental_id in expiring:
+            if self.billing.capture_hold_in_full(rental_id):
+                report.captured_early.append(rental_id)
+        for r in active:
+            start = _start_time(r)
+            started, _ = true_time(start, self._anchors(start))
+            if quote(Tariff.from_json(r["tariff"]), max(now - started, 0.0), started).purchased:
+                end = CabinetTime("cloud", now, 0.0, "cloud")
+                self._close(r["id"], end, None, "purchased")
+                report.purchased.append(r["id"])
+        for rental_id in unsettled:
+            self.billing.settle(rental_id)
+            report.settled.append(rental_id)
+        return report
+
+    # --- reading -------------------------------------------------------------------------
+
+    def rental(self, rental_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().first()
+        if row is None:
+            raise RentalError(f"no rental {rental_id}")
+        return dict(row)
+
+    def rentals_of(self, user_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(rentals).where(rentals.c.user_id == user_id).order_by(rentals.c.created_at.desc())
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def receipt(self, rental_id: str) -> dict[str, Any]:
+        """What the renter paid for one rental and why."""
+        r = self.rental(rental_id)
+        tariff = Tariff.from_json(r["tariff"])
+        return {
+            "rental_id": r["id"],
+            "status": r["status"],
+            "cabinet": r["cabinet_id"],
+            "returned_to": r["end_cabinet_id"],
+            "battery": r["battery_sn"],
+            "started_at": r["start_wall"],
+            "duration_s": r["duration_s"],
+            "duration_method": r["duration_method"],
+            "currency": r["currency"],
+            "fee": r["fee"],
+            "captured": r["captured"],
+            "refunded": r["refunded"],
+            "paid": r["captured"] - r["refunded"],
+            "payment_status": r["payment_status"],
+            "tariff": {
+                "free_minutes": tariff.free_minutes,
+                "period_minutes": tariff.period_minutes,
+                "price_per_period": tariff.price_per_period,
+                "daily_cap": tariff.daily_cap,
+                "total_cap": tariff.total_cap,
+            },
+            "purchased": r["status"] == "purchased",
+        }
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _create_pass_rental(self, cabinet_id: str, event: CabinetEvent) -> None:
+        body = event.body
+        pass_id = body.get("pass_id")
+        with self.engine.connect() as conn:
+            user_id = conn.execute(
+                select(passes.c.user_id).where(passes.c.pass_id == pass_id)
+            ).scalar_one_or_none()
+        if user_id is None:
+            raise RentalError(f"rental_started {event.id} from {cabinet_id}: unknown pass {pass_id!r}")
+        pricing = self.catalog.pricing(cabinet_id)
+        try:
+            with self.engine.begin() as conn:
+                self._insert_rental(
+                    conn,
+                    str(body["rental_id"]),
+                    user_id,
+                    "pass",
+                    pass_id,
+                    cabinet_id,
+                    pricing,
+                    "active",
+                    self.clock(),
+                )
+                self._set(
+                    conn,
+                    str(body["rental_id"]),
+                    slot=body.get("slot"),
+                    battery_sn=body.get("sn"),
+                    start_event_id=event.id,
+                    start_wall=event.at_wall,
+                    start_mono=event.at_mono,
+                    start_boot_id=event.boot_id,
+                )
+                self._battery(conn, body.get("sn"), "rented", None)
+        except IntegrityError:
+            return  # created concurrently by another worker
+        self._try_hold(str(body["rental_id"]))
+
+    def _try_hold(self, rental_id: str) -> None:
+        try:
+            self.billing.place_hold(rental_id)
+        except PaymentError as e:
+            log.warning("rental %s runs without a hold: %s", rental_id, e)
+
+    def _match_orphan_return(self, rental_id: str) -> None:
+        """Close the rental with a return that arrived before its start, if there is one.
+
+        The first return of the battery at or after the start wins; when every return looks
+        earlier (a wrong clock nothing corrects), the latest is taken and the duration is
+        flagged suspect rather than leaving the renter billed until the battery counts as bought.
+        """
+        r = self.rental(rental_id)
+        if r["status"] != "active" or not r["battery_sn"]:
+            return
+        with self.engine.connect() as conn:
+            candidates = conn.execute(
+                select(orphan_returns)
+                .where(
+                    orphan_returns.c.battery_sn == r["battery_sn"],
+                    orphan_returns.c.matched_rental_id.is_(None),
+                )
+                .order_by(orphan_returns.c.at_wall)
+            ).all()
+        if not candidates:
+            return
+        start = _start_time(r)
+        ends = [CabinetTime(o.cabinet_id, o.at_wall, o.at_mono, o.boot_id) for o in candidates]
+        anchors = self._anchors(start, *ends)
+        chosen = next(
+            (i for i, end in enumerate(ends) if not rental_duration(start, end, anchors).suspect),
+            len(ends) - 1,
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(orphan_returns)
+                .where(orphan_returns.c.event_id == candidates[chosen].event_id)
+                .values(matched_rental_id=rental_id)
+            )
+        self._close(rental_id, ends[chosen], candidates[chosen].event_id, "closed")
+
+    def _close(self, rental_id: str, end: CabinetTime, end_event_id: str | None, status: str) -> None:
+        """Price the rental from its start to ``end``, book the fee, then settle the payment."""
+        with self.engine.begin() as conn:
+            r = (
+                conn.execute(select(rentals).where(rentals.c.id == rental_id).with_for_update())
+                .mappings()
+                .first()
+            )
+            if r is None or r["status"] != "active":
+                return
+            anchors = self._anchors(_start_time(r), end, conn=conn)
+            start = _start_time(r)
+            if end.cabinet == "cloud":  # closed by the cloud itself (a purchase): cloud time
+                started, _ = true_time(start, anchors)
+                duration_s, method = max(end.at_wall - started, 0.0), "cloud"
+            else:
+                d = rental_duration(start, end, anchors)
+                duration_s, method = d.seconds, d.method + ("?" if d.suspect else "")
+            q = quote(Tariff.from_json(r["tariff"]), duration_s, true_time(start, anchors)[0])
+            final = "purchased" if q.purchased else status
+            self._set(
+                conn,
+                rental_id,
+                status=final,
+                end_cabinet_id=None if end.cabinet == "cloud" else end.cabinet,
+                end_event_id=end_event_id,
+                end_wall=end.at_wall,
+                end_mono=end.at_mono,
+                end_boot_id=end.boot_id,
+                ended_at=self.clock(),
+                duration_s=duration_s,
+                duration_method=method,
+                fee=q.amount,
+            )
+            self._battery(
+                conn, r["battery_sn"], "written_off" if final == "purchased" else "in_fleet", end.cabinet
+            )
+            money.post_fee(conn, rental_money(r), q.amount, self.clock())
+        self.billing.settle(rental_id)
+
+    def _insert_rental(
+        self,
+        conn: Connection,
+        rental_id: str,
+        user_id: int,
+        source: str,
+        pass_id: str | None,
+        cabinet_id: str,
+        pricing: Any,
+        status: str,
+        now: float,
+    ) -> None:
+        conn.execute(
+            insert(rentals).values(
+                id=rental_id,
+                user_id=user_id,
+                source=source,
+                pass_id=pass_id,
+                status=status,
+                cabinet_id=cabinet_id,
+                merchant_id=pricing.merchant_id,
+                share_bp=pricing.share_bp,
+                tariff=pricing.tariff.to_json(),
+                currency=pricing.tariff.currency,
+                hold_amount=pricing.tariff.hold,
+                hold_status="none",
+                created_at=now,
+            )
+        )
+
+    def _open_rental(self, conn: Connection, user_id: int) -> bool:
+        return bool(
+            conn.execute(
+                select(func.count()).where(rentals.c.user_id == user_id, rentals.c.status.in_(OPEN))
+            ).scalar_one()
+        )
+
+    def _next_counter(self, conn: Connection, cabinet_id: str) -> int:
+        conn.execute(
+            update(cabinets).where(cabinets.c.id == cabinet_id).values(cmd_counter=cabinets.c.cmd_counter + 1)
+        )
+        return conn.execute(select(cabinets.c.cmd_counter).where(cabinets.c.id == cabinet_id)).scalar_one()
+
+    def _anchors(
+        self, *times: CabinetTime, conn: Connection | None = None
+    ) -> dict[tuple[str, str], ClockAnchor]:
+        """The clock anchors of the boots these times were taken in."""
+        anchors = {}
+        with self.engine.connect() if conn is None else _borrowed(conn) as c:
+            for t in {(t.cabinet, t.boot_id) for t in times}:
+                a = c.execute(
+                    select(clock_anchors).where(
+                        clock_anchors.c.cabinet_id == t[0], clock_anchors.c.boot_id == t[1]
+                    )
+                ).first()
+                if a is not None:
+                    anchors[t] = ClockAnchor(a.cabinet_id, a.boot_id, a.at_mono, a.true_wall)
+        return anchors
+
+    def _battery(self, conn: Connection, sn: str | None, status: str, cabinet_id: str | None) -> None:
+        if not sn:
+            return
+        values = {"status": status, "cabinet_id": cabinet_id, "updated_at": self.clock()}
+        if not conn.execute(update(batteries).where(batteries.c.sn == sn).values(**values)).rowcount:
+            conn.execute(insert(batteries).values(sn=sn, **values))
+
+    @staticmethod
+    def _set(conn: Connection, rental_id: str, **values: Any) -> None:
+        conn.execute(update(rentals).where(rentals.c.id == rental_id).values(**values))
+
+
+def _start_time(r: Mapping[str, Any]) -> CabinetTime:
+    return CabinetTime(r["cabinet_id"], r["start_wall"], r["start_mono"], r["start_boot_id"])
+
+
+@contextmanager
+def _borrowed(conn: Connection) -> Iterator[Connection]:
+    """Use the caller's connection in a ``with`` without closing it."""
+    yield conn

@@ -1,0 +1,253 @@
+"""Renter and operator accounts: registration, scrypt passwords, rate-limited login, sessions.
+
+Session tokens are random and stored only as their SHA-256, so a leaked database does not
+log anyone in. Deleting an account erases personal data; rentals and money records stay
+(bookkeeping law), attached to the anonymous user id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cloud.db import login_failures, passes, rentals, sessions, users
+
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$")
+MIN_PASSWORD = 10
+
+
+class UserError(ValueError):
+    """A request about an account cannot be done; the message says why."""
+
+
+class AlreadyRegistered(UserError):
+    pass
+
+
+class LoginFailed(UserError):
+    """Wrong email or password (deliberately not saying which)."""
+
+
+class LoginThrottled(UserError):
+    """Too many failed logins; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotAuthenticated(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    email: str
+    name: str | None
+    role: str
+    has_card: bool
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str  # shown once, to the client; only its hash is stored
+    user: User
+    expires_at: float
+
+
+def hash_password(password: str, n: int = 2**14) -> str:
+    """scrypt with a random salt, encoded as ``scrypt$n$r$p$salt$hash`` (hex)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=8, p=1, dklen=32)
+    return f"scrypt${n}$8$1${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, encoded: str | None) -> bool:
+    if not encoded:
+        return False
+    try:
+        _, n, r, p, salt, digest = encoded.split("$")
+        got = hashlib.scrypt(
+            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(got.hex(), digest)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Accounts:
+    """The account service (construct once per process with the engine and a clock)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], float],
+        *,
+        session_ttl_s: int = 30 * 86400,
+        max_failures_account: int = 5,
+        max_failures_ip: int = 20,
+        window_s: int = 900,
+        scrypt_n: int = 2**14,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.session_ttl_s = session_ttl_s
+        self.max_failures_account = max_failures_account
+        self.max_failures_ip = max_failures_ip
+        self.window_s = window_s
+        self.scrypt_n = scrypt_n
+        self._dummy_hash = hash_password(secrets.token_hex(8), scrypt_n)
+
+    def register(self, email: str, password: str, name: str | None = None, role: str = "renter") -> User:
+        """Create an account; the email is the login name (case-insensitive)."""
+        email = email.strip().lower()
+        if not EMAIL.match(email):
+            raise UserError(f"email {email!r} does not look like an address")
+        if len(password) < MIN_PASSWORD:
+            raise UserError(f"password must have at least {MIN_PASSWORD} characters")
+        if role not in ("renter", "operator"):
+            raise UserError(f"role must be renter or operator, not {role!r}")
+        encoded = hash_password(password, self.scrypt_n)
+        try:
+            with self.engine.begin() as conn:
+                uid = conn.execute(
+                    insert(users)
+                    .values(email=email, name=name, password_hash=encoded, role=role, created_at=self.clock())
+                    .returning(users.c.id)
+                ).scalar_one()
+        except IntegrityError as e:
+            raise AlreadyRegistered(f"an account for {email} already exists") from e
+        return self.get(uid)
+
+    def get(self, user_id: int) -> User:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(users).where(users.c.id == user_id, users.c.deleted_at.is_(None))
+            ).first()
+        if row is None:
+            raise UserError(f"no user {user_id}")
+        return User(row.id, row.email, row.name, row.role, bool(row.card_token))
+
+    def login(self, email: str, password: str, ip: str = "unknown") -> Session:
+        """Check the password and open a session; refused after too many recent failures."""
+        email = email.strip().lower()
+        now = self.clock()
+        keys = {f"account:{email}": self.max_failures_account, f"ip:{ip}": self.max_failures_ip}
+        with self.engine.begin() as conn:
+            for key, limit in keys.items():
+                recent = conn.execute(
+                    select(func.count(), func.min(login_failures.c.at)).where(
+                        login_failures.c.key == key, login_failures.c.at > now - self.window_s
+                    )
+                ).one()
+                if recent[0] >= limit:
+                    retry = int(recent[1] + self.window_s - now) + 1
+                    raise LoginThrottled(
+                        f"too many failed logins for this {key.split(':')[0]}; retry in {retry} s", retry
+                    )
+            row = conn.execute(
+                select(users).where(users.c.email == email, users.c.deleted_at.is_(None))
+            ).first()
+        # always spend the scrypt time, so timing does not tell which emails exist
+        ok = check_password(password, row.password_hash if row else self._dummy_hash) and row is not None
+        if not ok:
+            with self.engine.begin() as conn:
+                conn.execute(insert(login_failures), [{"key": k, "at": now} for k in keys])
+            raise LoginFailed("wrong email or password")
+        token = secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(delete(login_failures).where(login_failures.c.key == f"account:{email}"))
+            conn.execute(
+                insert(sessions).values(
+                    token_hash=_token_hash(token),
+                    user_id=row.id,
+                    created_at=now,
+                    expires_at=now + self.session_ttl_s,
+                )
+            )
+        return Session(token, self.get(row.id), now + self.session_ttl_s)
+
+    def authenticate(self, token: str | None) -> User:
+        """The user a bearer token belongs to; raises NotAuthenticated."""
+        if not token:
+            raise NotAuthenticated("missing bearer token (log in at POST /api/login)")
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(sessions.c.user_id).where(
+                    sessions.c.token_hash == _token_hash(token),
+                    sessions.c.revoked_at.is_(None),
+                    sessions.c.expires_at > self.clock(),
+                )
+            ).first()
+        if row is None:
+            raise NotAuthenticated("session token unknown, expired or logged out")
+        try:
+            return self.get(row.user_id)
+        except UserError as e:
+            raise NotAuthenticated("the account of this session was deleted") from e
+
+    def logout(self, token: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(sessions)
+                .where(sessions.c.token_hash == _token_hash(token))
+                .values(revoked_at=self.clock())
+            )
+
+    def set_card(self, user_id: int, card_token: str) -> User:
+        """Attach the provider's token of the renter's card (we never see card numbers)."""
+        if not card_token or len(card_token) > 200:
+            raise UserError("card_token must be a provider token of 1 to 200 characters")
+        with self.engine.begin() as conn:
+            conn.execute(update(users).where(users.c.id == user_id).values(card_token=card_token))
+        return self.get(user_id)
+
+    def card_token(self, user_id: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(users.c.card_token).where(users.c.id == user_id)).scalar_one_or_none()
+
+    def delete(self, user_id: int) -> None:
+        """Erase personal data; rentals, payments and the journal keep the anonymous id."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(users.c.email).where(users.c.id == user_id)).first()
+            if row is None:
+                raise UserError(f"no user {user_id}")
+            open_rentals = conn.execute(
+                select(func.count()).where(
+                    rentals.c.user_id == user_id, rentals.c.status.in_(("pending", "active"))
+                )
+            ).scalar_one()
+            if open_rentals:
+                raise UserError(
+                    "the account has a rental in progress: return the battery before deleting the account"
+                )
+            conn.execute(
+                update(users)
+                .where(users.c.id == user_id)
+                .values(
+                    email=f"deleted-{user_id}@invalid",
+                    name=None,
+                    password_hash=None,
+                    card_token=None,
+                    deleted_at=self.clock(),
+                )
+            )
+            conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+            conn.execute(delete(login_failures).where(login_failures.c.key == f"account:{row.email}"))
+            conn.execute(
+                update(passes)
+                .where(passes.c.user_id == user_id, passes.c.revoked_at.is_(None))
+                .values(revoked_at=self.clock())
+            )
