@@ -1,13 +1,84 @@
-"""Adds the optional parts (sync agent, health, web UI) to a Cabinet, each from its config section."""
+"""Builds the parts that run beside the bus poller and the controller, each from its config section.
+
+Called by ``Cabinet.start()`` once the ledger and the controller exist: the sync agent (with
+its trust store and command handler), the offline pass desk, and later the web UI and health.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from cabinet.commands import CommandHandler
+from cabinet.passes import PassDesk
+from cabinet.sync_agent import SyncAgent, SyncSettings
+from cabinet.trust import Trust
+from sync.messages import SlotSample
+from sync.transport import MqttOptions, MqttTransport, TlsOptions
 
 if TYPE_CHECKING:
     from cabinet.service import Cabinet
 
+log = logging.getLogger(__name__)
 
-def add_extras(cab: Cabinet) -> None:
-    """Create the parts that run beside the bus poller and the controller, in start order."""
-    return None
+
+def mqtt_options(c: Any) -> MqttOptions:
+    """Transport options from the [sync] section."""
+    tls = None
+    if c["sync.tls"]:
+        tls = TlsOptions(ca_file=c["sync.ca_file"] or None, cert_file=c["sync.cert_file"] or None,
+                         key_file=c["sync.key_file"] or None)
+    return MqttOptions(host=c["sync.broker_host"], port=c["sync.broker_port"], client_id=c["cabinet.id"], tls=tls)
+
+
+def samples_of(cab: Cabinet) -> list[SlotSample]:
+    """The latest observation of every slot with a battery, in the wire's integer units."""
+    out = []
+    for ob in cab.controller.observed.values() if cab.controller else ():
+        if not ob.has_battery:
+            continue
+        out.append(SlotSample(slot=ob.slot, at=cab.last_scan_wall, battery=ob.sn, soc=max(0, min(100, ob.soc)),
+                              voltage_mv=max(0, min(65535, round(ob.voltage_v * 1000))),
+                              current_ma=max(-32768, min(32767, round(ob.current_a * 1000))),
+                              temp_dc=max(-550, min(1500, round(ob.temp_c * 10))), faults=ob.faults))
+    return out
+
+
+def build_extras(cab: Cabinet) -> list[Any]:
+    """The optional parts in start order; the cabinet keeps references it needs (trust, passes, sync)."""
+    c = cab.config
+    parts: list[Any] = []
+    cab.trust = Trust(c["cabinet.id"], c["sync.cloud_keys"], c.data_dir, c["rent.pass_clock_skew_s"])
+    cab.trust.load_saved()
+    if cab.controller is None:
+        return parts
+    cab.controller.deny_list = lambda: cab.trust.denied
+    cab.passes = PassDesk(cab.controller, cab.trust.verifier, lambda: cab.trust.revoked,
+                          c["rent.max_offline_rentals_per_pass"])
+    if cab.trust.config is not None:
+        apply_config_body(cab, cab.trust.config)
+    if c["sync.enabled"]:
+        commands = CommandHandler(cab.ledger, cab.controller, cab.trust)
+        cab.sync = SyncAgent(
+            c["cabinet.id"], cab.ledger, MqttTransport(mqtt_options(c)), commands, cab.trust,
+            SyncSettings(batch_max_events=c["sync.batch_max_events"], batch_max_bytes=c["sync.batch_max_bytes"],
+                         window=c["sync.window"], telemetry_interval_s=c["sync.telemetry_interval_s"]),
+            on_config=lambda cfg: apply_config_body(cab, cfg),
+            status=cab.status_summary,
+            samples=lambda: samples_of(cab),
+        )
+        cab.controller.listeners.append(lambda *_: cab.sync.wake())
+        parts.append(cab.sync)
+    return parts
+
+
+def apply_config_body(cab: Cabinet, config: Any) -> None:
+    """Settings the cloud controls take effect at once (deny list and keys are read through trust)."""
+    body = config.body
+    if body.rentable_min_soc is not None and cab.controller is not None:
+        cab.controller.settings = replace(cab.controller.settings, min_soc=body.rentable_min_soc)
+    if body.power_budget_w is not None:
+        cab.power_budget_w = float(body.power_budget_w)
+    if body.tariff is not None:
+        cab.tariff = body.tariff

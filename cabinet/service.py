@@ -96,6 +96,12 @@ class Cabinet:
     backups: Backups | None = None
     watchdog: Watchdog | None = None
     extras: list[Any] = field(default_factory=list)  # sync agent, health, web: start()/stop()
+    trust: Any = None
+    passes: Any = None
+    sync: Any = None
+    tariff: Any = None
+    power_budget_w: float | None = None  # from signed config; None: the config file's value
+    last_scan_wall: float = 0.0
     started_at: float = field(default_factory=time.monotonic)
     last_scan_at: float = 0.0
     charging_now: set[int] = field(default_factory=set)
@@ -150,6 +156,9 @@ class Cabinet:
             )
             self._tasks.append(asyncio.create_task(self._backup_loop(), name="backups"))
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="bus-poller"))
+        from cabinet.assemble import build_extras
+
+        self.extras = build_extras(self) + self.extras
         for part in self.extras:
             await part.start()
         self.watchdog = Watchdog([self._health_problem])
@@ -169,6 +178,7 @@ class Cabinet:
         """One bus scan fed to the controller, telemetry and charging."""
         obs = [to_observation(r) for r in await self.bus.scan()]
         self.last_scan_at = time.monotonic()
+        self.last_scan_wall = time.time()
         if self.controller is not None:
             await self.controller.on_scan(obs)
         self.telemetry.add(obs)
@@ -189,7 +199,7 @@ class Cabinet:
     async def _apply_charging(self, obs: list[Observation]) -> None:
         c = self.config
         policy = charging.ChargePolicy(
-            power_budget_w=c["charging.power_budget_w"],
+            power_budget_w=self.power_budget_w or c["charging.power_budget_w"],
             watts_per_slot=c["charging.watts_per_slot"],
             max_temp_c=c["charging.max_temp_c"],
             min_soc=c["rent.min_soc"],
@@ -227,6 +237,21 @@ class Cabinet:
             except Exception:
                 log.exception("ledger backup failed")
 
+    def status_summary(self) -> dict[str, Any]:
+        """Versions and counts for the retained state message and the UI."""
+        from importlib.metadata import version
+
+        obs = list(self.controller.observed.values()) if self.controller else []
+        return {
+            "versions": {"software": version("charge-cabinet"), "protocol": "1"},
+            "counts": {
+                "slots": self.config["cabinet.slots"],
+                "batteries": sum(1 for o in obs if o.has_battery),
+                "charging": len(self.charging_now),
+                "unknown_slots": sum(1 for o in obs if not o.known),
+            },
+        }
+
     async def stop(self) -> None:
         if self.watchdog:
             await self.watchdog.stop()
@@ -248,10 +273,7 @@ class Cabinet:
 
 async def run(config: cfg.Config) -> None:
     """Run a cabinet until SIGTERM/SIGINT."""
-    from cabinet.assemble import add_extras
-
     cab = Cabinet(config)
-    add_extras(cab)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

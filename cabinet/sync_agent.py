@@ -1,0 +1,266 @@
+"""The cabinet's sync agent: pushes the ledger's outbox, takes acks, commands and signed config.
+
+Outbox: the events after the acked seq, in seq order, in batches bounded by count and bytes,
+with up to ``window`` batches in flight. The acked seq moves only on the cloud's ``ack``; after
+a reconnect or an ack timeout everything unacked is sent again (duplicates only on the wire,
+the cloud applies by (cabinet, seq)). Nothing lives only in memory: a restart resumes from the
+ledger's acked seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cabinet.commands import CommandHandler
+from cabinet.ledger import Ledger
+from cabinet.trust import Trust
+from sync.config import Config as SignedConfig
+from sync.errors import Duplicate, ProtocolError, SecurityRejection
+from sync.messages import Ack, EventBatch, SlotSample, State, Telemetry, WireEvent
+from sync.topics import Channel, parse_topic, topic
+from sync.transport import Message, MqttTransport, TransportError, Will
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    batch_max_events: int = 200
+    batch_max_bytes: int = 64 * 1024
+    window: int = 4
+    ack_timeout_s: float = 20.0
+    telemetry_interval_s: float = 30.0
+    state_interval_s: float = 60.0
+    slow_backlog: int = 500  # above this many unacked events the link counts as slow: thin telemetry
+
+
+def to_wire_event(e: Any) -> WireEvent:
+    return WireEvent(seq=e.seq, id=e.id, type=e.type, at_wall=e.at_wall, at_mono=e.at_mono,
+                     boot_id=e.boot_id, body=e.body)
+
+
+class SyncAgent:
+    """One cabinet's side of the wire."""
+
+    def __init__(
+        self,
+        cabinet_id: str,
+        ledger: Any,  # AsyncLedger
+        transport: MqttTransport,
+        commands: CommandHandler,
+        trust: Trust,
+        settings: SyncSettings,
+        *,
+        on_config: Callable[[SignedConfig], Any] = lambda c: None,
+        status: Callable[[], dict[str, Any]] = dict,
+        samples: Callable[[], list[SlotSample]] = list,
+    ) -> None:
+        self.cabinet_id = cabinet_id
+        self.ledger = ledger
+        self.transport = transport
+        self.commands = commands
+        self.trust = trust
+        self.settings = settings
+        self.on_config = on_config
+        self.status = status
+        self.samples = samples
+        self.acked_seq = 0
+        self.last_ack_at: float | None = None  # wall time, for the UI
+        self.sent_batches = 0
+        self.resends = 0
+        self._inflight: deque[int] = deque()  # last seq of each batch sent and not yet acked
+        self._sent_upto = 0
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._command_tasks: set[asyncio.Task[Any]] = set()
+        transport.set_will(Will(topic(cabinet_id, Channel.STATE), self._state(online=False).encode(), 1, True))
+
+    # ---- life cycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.acked_seq = await self.ledger.acked_seq()
+        self._sent_upto = self.acked_seq
+        for ch in (Channel.ACK, Channel.CMD, Channel.CFG):
+            await self.transport.subscribe(topic(self.cabinet_id, ch), 1)
+        await self.transport.start()
+        self._tasks = [
+            asyncio.create_task(self._pump(), name="sync-pump"),
+            asyncio.create_task(self._inbox(), name="sync-inbox"),
+            asyncio.create_task(self._periodic(), name="sync-telemetry-state"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for t in list(self._command_tasks):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(t, 5)
+        with contextlib.suppress(Exception):
+            await self.transport.close()
+
+    def wake(self) -> None:
+        """Something new is in the ledger: send it soon."""
+        self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        return max(0, getattr(self, "_last_seq", 0) - self.acked_seq)
+
+    # ---- the outbox -----------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        connects = -1
+        while True:
+            await self.transport.wait_connected()
+            if self.transport.connects != connects:  # a new link: resend everything unacked
+                connects = self.transport.connects
+                self._restart_from_ack()
+                await self._publish_state()
+            try:
+                sent = await self._send_next()
+            except TransportError as e:
+                log.info("sync: send interrupted (%s); will resend after reconnect", e)
+                await asyncio.sleep(0.5)
+                continue
+            if sent:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.5)
+            if self._inflight and self._ack_overdue():
+                log.warning("sync: no ack for %.0f s; resending from seq %d", self.settings.ack_timeout_s,
+                            self.acked_seq + 1)
+                self.resends += 1
+                self._restart_from_ack()
+
+    def _restart_from_ack(self) -> None:
+        self._inflight.clear()
+        self._sent_upto = self.acked_seq
+        self._sent_at = time.monotonic()
+
+    def _ack_overdue(self) -> bool:
+        return time.monotonic() - getattr(self, "_sent_at", 0.0) > self.settings.ack_timeout_s
+
+    async def _send_next(self) -> bool:
+        """Send one batch if the window allows and there is something to send."""
+        self._last_seq = await self.ledger.run(lambda led: led.last_seq)
+        if len(self._inflight) >= self.settings.window or self._sent_upto >= self._last_seq:
+            return False
+        events = await self.ledger.events_after(self._sent_upto, self.settings.batch_max_events,
+                                                self.settings.batch_max_bytes)
+        if not events:
+            return False
+        batch = EventBatch(self.cabinet_id, tuple(to_wire_event(e) for e in events))
+        await self.transport.publish(topic(self.cabinet_id, Channel.EV), batch.encode(), qos=1)
+        self._inflight.append(batch.last_seq)
+        self._sent_upto = batch.last_seq
+        self._sent_at = time.monotonic()
+        self.sent_batches += 1
+        return True
+
+    async def _on_ack(self, ack: Ack) -> None:
+        if ack.acked_seq <= self.acked_seq:
+            return
+        self.acked_seq = await self.ledger.set_acked(min(ack.acked_seq, await self.ledger.run(lambda led: led.last_seq)))
+        self.last_ack_at = time.time()
+        while self._inflight and self._inflight[0] <= self.acked_seq:
+            self._inflight.popleft()
+        self._sent_at = time.monotonic()
+        self._wake.set()
+
+    # ---- what comes down ------------------------------------------------------------
+
+    async def _inbox(self) -> None:
+        async for msg in self.transport.messages():
+            try:
+                await self._dispatch(msg)
+            except ProtocolError as e:
+                log.warning("sync: refused message on %s: %s", msg.topic, e.reason)
+            except Exception:
+                log.exception("sync: failed to handle a message on %s", msg.topic)
+
+    async def _dispatch(self, msg: Message) -> None:
+        addr = parse_topic(msg.topic)
+        if addr.cabinet != self.cabinet_id:
+            raise ProtocolError(f"{msg.topic}: not this cabinet's topic")
+        if addr.channel is Channel.ACK:
+            ack = Ack.decode(msg.payload)
+            if ack.cabinet != self.cabinet_id:
+                raise ProtocolError(f"ack for cabinet {ack.cabinet!r} on {msg.topic}")
+            await self._on_ack(ack)
+        elif addr.channel is Channel.CMD:
+            task = asyncio.create_task(self._command(msg.payload))
+            self._command_tasks.add(task)
+            task.add_done_callback(self._command_tasks.discard)
+        elif addr.channel is Channel.CFG:
+            await self.apply_config(msg.payload)
+
+    async def _command(self, payload: bytes) -> None:
+        await self.commands.handle(payload)
+        self._wake.set()
+
+    async def apply_config(self, payload: bytes) -> SignedConfig | None:
+        """Verify a signed config; when newer than ours, take it into force and record it."""
+
+        def accept(led: Ledger) -> SignedConfig:
+            with led.db.atomic():
+                config = self.trust.verifier(led).verify_config(payload)
+                led.record("config_applied", version=config.counter)
+                return config
+
+        try:
+            config = await self.ledger.run(accept)
+        except Duplicate:
+            return None  # the retained copy again, after a reconnect
+        except SecurityRejection as e:
+            await self.ledger.record("security_event", kind=f"config_{type(e).__name__.lower()}",
+                                     detail=e.reason[:2000])
+            log.warning("sync: config refused: %s", e.reason)
+            return None
+        self.trust.adopt(config, payload)
+        self.on_config(config)
+        log.info("sync: config version %d applied", config.counter)
+        self._wake.set()
+        return config
+
+    # ---- telemetry and state ----------------------------------------------------------
+
+    def _state(self, online: bool) -> State:
+        s = self.status() if online else {}
+        return State(self.cabinet_id, online, time.time(), versions=s.get("versions", {}),
+                     counts=s.get("counts", {}), backlog=self.backlog if online else 0)
+
+    async def _publish_state(self) -> None:
+        with contextlib.suppress(TransportError):
+            await self.transport.publish(topic(self.cabinet_id, Channel.STATE), self._state(True).encode(),
+                                         qos=1, retain=True, timeout=10)
+
+    async def _periodic(self) -> None:
+        last_tm = last_state = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            if not self.transport.connected:
+                continue
+            now = time.monotonic()
+            interval = self.settings.telemetry_interval_s
+            if self.backlog > self.settings.slow_backlog:
+                interval *= 10  # catching up on a slow link: events first, telemetry thinned
+            if now - last_tm >= interval:
+                last_tm = now
+                samples = self.samples()
+                if samples:
+                    tm = Telemetry(self.cabinet_id, time.time(), tuple(samples))
+                    with contextlib.suppress(TransportError):
+                        await self.transport.publish(topic(self.cabinet_id, Channel.TM), tm.encode(), qos=0,
+                                                     timeout=5)
+            if now - last_state >= self.settings.state_interval_s:
+                last_state = now
+                await self._publish_state()
