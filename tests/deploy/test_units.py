@@ -228,3 +228,12 @@ def test_the_sandbox_launcher_really_denies(tmp_path: Path) -> None:
     assert json.loads(free.stdout) == {"wx_mmap": 0, "chroot": errno.ENOENT}
     jailed = sandboxed(UNIT_DIR / "cabinet.service", sys.executable, "-c", PROBE)
     assert json.loads(jailed.stdout) == {"wx_mmap": errno.EPERM, "chroot": errno.EPERM}, jailed.stderr
+
+
+def test_docs_state_the_measured_exposure() -> None:
+    """docs/deploy.md quotes the exposure levels; they must be the ones systemd-analyze gives now."""
+    text = (REPO / "docs" / "deploy.md").read_text()
+    m = re.search(r"rates it \*\*([0-9.]+)\*\* \(`cabinet-cloud.service`: ([0-9.]+)\)", text)
+    assert m, "docs/deploy.md no longer quotes the exposure levels"
+    assert float(m.group(1)) == exposure(UNIT_DIR / "cabinet.service")
+    assert float(m.group(2)) == exposure(UNIT_DIR / "cabinet-cloud.service")
