@@ -9,6 +9,8 @@ not plain data (tags such as dates or bignums), so a hostile payload can only ev
 from __future__ import annotations
 
 import math
+import re
+import uuid
 import zlib
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
@@ -32,12 +34,55 @@ MAX_TIME = 1e11
 """Latest acceptable Unix time (year ~5138): rejects garbage, never a real clock."""
 
 _PLAIN_SCALARS = (str, bytes, int, float, bool, type(None))
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _pack_uuids(value: Any) -> Any:
+    """Canonical lowercase UUID texts become CBOR tag 37 (18 bytes instead of 37 on the wire)."""
+    t = type(value)
+    if t is str:
+        if len(value) == 36 and _UUID_RE.fullmatch(value):
+            return cbor2.CBORTag(37, bytes.fromhex(value.replace("-", "")))
+        return value
+    if t is dict:
+        return {k: _pack_uuids(v) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [_pack_uuids(v) for v in value]
+    return value
+
+
+def _plain(value: Any, where: str, depth: int) -> Any:
+    """One pass over decoded CBOR: tag-37 UUIDs back to text, and anything not plain data refused."""
+    t = type(value)
+    if t is str or t is int or t is bytes or t is bool or value is None:
+        return value
+    if t is float:
+        if not math.isfinite(value):
+            raise MalformedMessage(f"{where}: non-finite number {value}")
+        return value
+    if t is uuid.UUID:
+        return str(value)
+    if depth >= MAX_DEPTH:
+        raise MalformedMessage(f"{where}: nested deeper than {MAX_DEPTH}")
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise MalformedMessage(f"{where}: map keys must be text, got {type(k).__name__}")
+            out[k] = _plain(v, where, depth + 1)
+        return out
+    if t is list:
+        return [_plain(v, where, depth + 1) for v in value]
+    raise MalformedMessage(f"{where}: {t.__name__} is not plain CBOR data (only UUID tags are allowed)")
 
 
 def encode(obj: Any) -> bytes:
-    """Canonical CBOR (RFC 8949 §4.2.1: sorted keys, shortest forms): deterministic bytes for signing."""
+    """Canonical CBOR (RFC 8949 §4.2.1: sorted keys, shortest forms): deterministic bytes for signing.
+
+    Text values that are canonical lowercase UUIDs travel as CBOR tag 37 and decode back to text.
+    """
     try:
-        return cbor2.dumps(obj, canonical=True)
+        return cbor2.dumps(_pack_uuids(obj), canonical=True)
     except (cbor2.CBOREncodeError, TypeError, ValueError) as e:
         raise MalformedMessage(f"cannot encode as CBOR: {e}") from e
 
@@ -64,31 +109,32 @@ def decode_any(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, what: str = "
         raise MalformedMessage(f"{what}: nested too deeply") from None
     except Exception as e:  # cbor2 raises several types (incl. ValueError/OverflowError from tag decoders)
         raise MalformedMessage(f"{what}: not valid CBOR ({type(e).__name__}: {str(e)[:120]})") from None
-    check_plain(obj, what)
-    return obj
+    return _plain(obj, what, 0)
 
 
 def check_plain(value: Any, where: str, _depth: int = 0) -> None:
     """Raise ``MalformedMessage`` unless ``value`` is plain data: maps with text keys, arrays, scalars."""
-    if _depth > MAX_DEPTH:
-        raise MalformedMessage(f"{where}: nested deeper than {MAX_DEPTH}")
-    if isinstance(value, float):
+    t = type(value)
+    if t is str or t is int or t is bytes or t is bool or value is None:
+        return
+    if t is float:
         if not math.isfinite(value):
             raise MalformedMessage(f"{where}: non-finite number {value}")
-    elif isinstance(value, _PLAIN_SCALARS):
         return
-    elif isinstance(value, dict):
+    if _depth >= MAX_DEPTH:
+        raise MalformedMessage(f"{where}: nested deeper than {MAX_DEPTH}")
+    if isinstance(value, dict):
         for k, v in value.items():
-            if not isinstance(k, str):
+            if type(k) is not str:
                 raise MalformedMessage(f"{where}: map keys must be text, got {type(k).__name__}")
-            check_plain(v, f"{where}.{k[:40]}", _depth + 1)
+            check_plain(v, f"{where}.{k[:40]}" if type(v) in (dict, list, tuple) else where, _depth + 1)
     elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            check_plain(v, f"{where}[{i}]", _depth + 1)
+        for v in value:
+            check_plain(v, where, _depth + 1)
+    elif isinstance(value, str | int | float | bytes):  # subclasses (IntEnum, StrEnum) from code
+        check_plain(float(value) if isinstance(value, float) else None, where, _depth)
     else:
-        raise MalformedMessage(
-            f"{where}: {type(value).__name__} is not plain CBOR data (tags are not allowed)"
-        )
+        raise MalformedMessage(f"{where}: {t.__name__} is not plain CBOR data")
 
 
 def deflate(data: bytes) -> bytes:

@@ -129,3 +129,28 @@ def test_random_pass_text_is_refused_cleanly(text: str) -> None:
             decode_pass_text(t)
         except ProtocolError:
             pass
+
+
+uuid_like = st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper())
+
+
+@FUZZ
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**64), 2**64)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=40)
+        | st.binary(max_size=40)
+        | uuid_like,
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | uuid_like, inner, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
+def test_plain_values_survive_encode_and_decode_exactly(value) -> None:
+    from sync.codec import decode, encode
+
+    assert decode(encode({"x": value})) == {"x": value}

@@ -164,3 +164,12 @@ def test_config_validates_keys_and_bounds() -> None:
         config(cabinet="a/b")
     assert config(cabinet="*").addressed_to("CAB-9")
     assert not config(cabinet="CAB-8").addressed_to("CAB-9")
+
+
+def test_uuid_texts_travel_as_16_bytes_and_come_back_as_the_same_text() -> None:
+    u = "0b9f1c3e-5a6d-4e7f-8a9b-0c1d2e3f4a5b"
+    ev = WireEvent(1, u, "rental_started", T0, 1.0, u, {"rental_id": u, "upper": u.upper(), "list": [u]})
+    data = EventBatch(CAB, (ev,)).encode()
+    assert u.encode() not in data and u.upper().encode() in data
+    back = EventBatch.decode(data).events[0]
+    assert back == ev and type(back.id) is str and back.body["list"] == [u]
