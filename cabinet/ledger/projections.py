@@ -89,10 +89,10 @@ def _seat(conn: sqlite3.Connection, e: Event, b: Row | None, **extra: Any) -> No
             "INSERT INTO batteries (sn, place, slot, first_seq, updated_seq) VALUES (?, 'slot', ?, ?, ?)",
             (sn, slot, seq, seq),
         )
+        if extra:
+            _set_battery(conn, sn, seq, **extra)
     else:
-        _set_battery(conn, sn, seq, place="slot", slot=slot, rental_id=None, gone_reason=None)
-    if extra:
-        _set_battery(conn, sn, seq, **extra)
+        _set_battery(conn, sn, seq, place="slot", slot=slot, rental_id=None, gone_reason=None, **extra)
     _set_slot(conn, slot, seq, sn=sn)
 
 
