@@ -149,6 +149,9 @@ install_system() {
     install -d /etc/systemd/system.conf.d /etc/systemd/journald.conf.d
     install -m 0644 "$REPO/systemd/system.conf.d/cabinet-watchdog.conf" /etc/systemd/system.conf.d/
     install -m 0644 "$REPO/systemd/journald.conf.d/cabinet.conf" /etc/systemd/journald.conf.d/
+    # The cloud's "reboot" command: the sandboxed service may ask logind for a reboot, nothing else.
+    install -d /etc/polkit-1/rules.d
+    install -m 0644 "$HERE/polkit/50-cabinet-reboot.rules" /etc/polkit-1/rules.d/
     systemctl daemon-reload
     systemctl restart systemd-journald
 }
