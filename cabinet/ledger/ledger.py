@@ -46,8 +46,6 @@ class Ledger:
         self.path = path
         self.cabinet_id = cabinet_id
         self._lock = lock
-        row = self.conn.execute("SELECT max(seq) FROM events").fetchone()
-        self._last_seq: int = row[0] or 0
 
     # ---- opening -------------------------------------------------------------------
 
@@ -119,14 +117,16 @@ class Ledger:
 
     @property
     def last_seq(self) -> int:
-        """Seq of the newest event (0 for an empty ledger)."""
-        return self._last_seq
+        """Seq of the newest event (0 for an empty ledger); includes an open outer transaction."""
+        return self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
 
     def record(self, type_: str, /, **body: Any) -> Event:
         """Append one event and apply it, in one transaction; durable when this returns.
 
         Raises EventBodyError (bad body) or LedgerRuleError (forbidden transition);
-        in both cases nothing was written.
+        in both cases nothing was written. Called inside an outer ``ledger.db.atomic()``
+        it joins that transaction (as a savepoint): durable when the outer one commits,
+        and gone without a seq gap if it rolls back (seq is read inside the transaction).
         """
         return self._record(None, type_, body)  # type: ignore[return-value]
 
@@ -138,30 +138,25 @@ class Ledger:
     def _record(self, guard: tuple[str, int] | None, type_: str, body: dict[str, Any]) -> Event | None:
         clean = validate_body(type_, body)
         blob = encode_body(clean)
+        decoded = decode_body(blob)  # what replay will see, exactly
         stamp = clock.now()
-        event = Event(
-            seq=self._last_seq + 1,
-            id=str(uuid.uuid4()),
-            type=type_,
-            at_wall=stamp.at_wall,
-            at_mono=stamp.at_mono,
-            boot_id=stamp.boot_id,
-            body=decode_body(blob),  # what replay will see, exactly
-        )
         try:
             with self.db.atomic():
                 if guard is not None and not self._replay_mark(*guard):
                     return None
+                seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0]
+                event = Event(
+                    seq, str(uuid.uuid4()), type_, stamp.at_wall, stamp.at_mono, stamp.boot_id, decoded
+                )
                 self.conn.execute(
                     f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (event.seq, event.id, type_, event.at_wall, event.at_mono, event.boot_id, blob),
+                    (seq, event.id, type_, event.at_wall, event.at_mono, event.boot_id, blob),
                 )
                 apply(self.conn, event)
         except sqlite3.DatabaseError as exc:
             if is_corruption(exc):
                 raise LedgerCorrupt(self.path or Path(":memory:"), f"write failed: {exc}") from exc
             raise
-        self._last_seq = event.seq
         return event
 
     # ---- projections ---------------------------------------------------------------
@@ -237,15 +232,16 @@ class Ledger:
 
         Raises LedgerRuleError for an ack beyond the last event (the cloud cannot have it).
         """
-        if seq > self._last_seq:
-            raise LedgerRuleError(f"ack for seq {seq} but the ledger ends at seq {self._last_seq}")
+        last = self.last_seq
+        if seq > last:
+            raise LedgerRuleError(f"ack for seq {seq} but the ledger ends at seq {last}")
         with self.db.atomic():
             self.conn.execute("UPDATE sync_state SET acked_seq = max(acked_seq, ?) WHERE id = 1", (seq,))
         return self.acked_seq
 
     def outbox_size(self) -> int:
         """Events not yet acknowledged by the cloud."""
-        return self._last_seq - self.acked_seq
+        return self.last_seq - self.acked_seq
 
     # ---- replay guard --------------------------------------------------------------
 

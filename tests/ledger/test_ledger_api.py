@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ledger_helpers import CABINET, stock
 
-from cabinet.ledger import AsyncLedger, Ledger, LedgerError, LedgerRuleError, ReplayWindow
+from cabinet.ledger import AsyncLedger, Ledger, LedgerError, LedgerRuleError, ReplayWindow, verify_db
 
 
 def test_outbox_is_events_after_the_ack_in_order(ledger: Ledger) -> None:
@@ -135,3 +135,16 @@ async def test_async_ledger_runs_every_call_on_one_writer_thread(ledger_path: Pa
     finally:
         await lg.close()
     Ledger.open(ledger_path, CABINET).close()  # the lock was released
+
+
+def test_record_inside_an_outer_transaction_rolls_back_without_a_gap(ledger: Ledger) -> None:
+    stock(ledger, 1)
+    seq = ledger.last_seq
+    with pytest.raises(RuntimeError), ledger.db.atomic():
+        ledger.record("command_received", cmd_id="c1", kind="eject")
+        ledger.record("security_event", kind="late_check_failed")
+        assert ledger.last_seq == seq + 2
+        raise RuntimeError("refused after recording")
+    assert ledger.last_seq == seq and ledger.command_seen("c1") is None
+    assert ledger.record("command_received", cmd_id="c1", kind="eject").seq == seq + 1
+    assert verify_db(ledger.conn).ok
