@@ -91,8 +91,8 @@ class Command(WireMessage):
         as_text(self.cmd_id, "cmd.cmd_id")
         try:
             validate_cabinet_id(self.cabinet)
-        except InvalidTopic as e:
-            raise MalformedMessage(f"{w}.cabinet: {e}") from None
+        except InvalidTopic as err:
+            raise MalformedMessage(f"{w}.cabinet: {err}") from None
         as_int(self.counter, f"{w}.counter", 1)
         i, e = check_validity(self.issued_at, self.expires_at, w)
         object.__setattr__(self, "issued_at", i)

@@ -230,8 +230,8 @@ class Config(WireMessage):
         if self.cabinet != FLEET:
             try:
                 validate_cabinet_id(self.cabinet)
-            except InvalidTopic as e:
-                raise MalformedMessage(f"cfg.cabinet: {e}") from None
+            except InvalidTopic as err:
+                raise MalformedMessage(f"cfg.cabinet: {err}") from None
         as_int(self.counter, "cfg.counter", 1)
         i, e = check_validity(self.issued_at, self.expires_at, "cfg")
         _set(self, "issued_at", i)
