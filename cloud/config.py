@@ -43,6 +43,10 @@ class CloudConfig:
     eject_timeout_s: int = field(
         default=120, metadata={"help": "void the hold when no rental_started arrives in time"}
     )
+    sweep_interval_s: int = field(
+        default=30,
+        metadata={"help": "seconds between sweeps (eject timeouts, early captures, purchases, webhooks)"},
+    )
     session_ttl_s: int = field(default=30 * 24 * 3600, metadata={"help": "lifetime of a login session token"})
     login_max_failures_account: int = field(
         default=5, metadata={"help": "failed logins per account per window"}

@@ -1,0 +1,160 @@
+"""The HTTP API's routes declared once: handler name, method, path, auth, request body schema.
+
+``cloud.app`` registers the routes from this table and serves it as OpenAPI 3.1 at
+/api/openapi.json, so the document cannot drift from what is served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: str
+    summary: str
+    auth: str | None = "user"  # None | "user" | "operator"
+    body: dict[str, Any] | None = None
+    query: tuple[tuple[str, dict[str, Any], bool], ...] = ()
+    ok: int = 200
+    responses: dict[int, str] = field(default_factory=dict)
+
+
+def obj(required: list[str], **props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props, "additionalProperties": False}
+
+
+STR = {"type": "string", "minLength": 1, "maxLength": 320}
+INT = {"type": "integer"}
+MONEY = {"type": "integer", "minimum": 1, "maximum": 10**12}
+CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
+TARIFF = obj(
+    ["currency", "price_per_period"],
+    currency=CURRENCY,
+    price_per_period={"type": "integer", "minimum": 0, "maximum": 10**9},
+    period_minutes={"type": "integer", "minimum": 1, "maximum": 10080},
+    free_minutes={"type": "integer", "minimum": 0, "maximum": 10080},
+    daily_cap={"type": ["integer", "null"], "minimum": 1, "maximum": 10**9},
+    total_cap={"type": "integer", "minimum": 1, "maximum": 10**9},
+    hold_amount={"type": ["integer", "null"], "minimum": 1, "maximum": 10**9},
+    timezone=STR,
+    purchase_after_days={"type": ["integer", "null"], "minimum": 1, "maximum": 365},
+)
+DATE = {"type": "string", "format": "date"}
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/api/health", "health", "Liveness and schema revision", auth=None),
+    Route("GET", "/api/openapi.json", "openapi", "This document", auth=None),
+    Route("POST", "/api/users", "register", "Register a renter account", auth=None, ok=201,
+          body=obj(["email", "password"], email=STR, password={"type": "string", "minLength": 1, "maxLength": 1024},
+                   name={"type": ["string", "null"], "maxLength": 200}),
+          responses={409: "email already registered"}),
+    Route("POST", "/api/login", "login", "Log in; returns a bearer token", auth=None,
+          body=obj(["email", "password"], email=STR, password={"type": "string", "minLength": 1, "maxLength": 1024}),
+          responses={401: "wrong email or password", 429: "too many failed logins (see Retry-After)"}),
+    Route("POST", "/api/logout", "logout", "End this session", ok=204),
+    Route("GET", "/api/me", "me", "The logged-in account"),
+    Route("DELETE", "/api/me", "delete_me", "Delete the account (personal data erased, money records kept)", ok=204),
+    Route("PUT", "/api/me/card", "set_card", "Attach a payment provider card token (sandbox: tok_ok, tok_decline...)",
+          body=obj(["card_token"], card_token={"type": "string", "minLength": 1, "maxLength": 200})),
+    Route("GET", "/api/me/rentals", "my_rentals", "The account's rentals, newest first"),
+    Route("GET", "/api/me/rentals/{rental_id}/receipt", "my_receipt", "Receipt of one rental", responses={404: "no such rental"}),
+    Route("POST", "/api/rentals", "rent", "Rent at a cabinet: places a hold and queues the eject command", ok=201,
+          body=obj(["cabinet_id"], cabinet_id={"type": "string", "minLength": 1, "maxLength": 64}),
+          responses={402: "card refused", 409: "a rental is already in progress", 404: "unknown cabinet"}),
+    Route("POST", "/api/webhooks/{provider}", "webhook", "Signed payment provider webhook (Payment-Signature header)",
+          auth=None, body={"type": "object"}, responses={400: "signature, age or body rejected"}),
+    Route("GET", "/api/merchants", "list_merchants", "All merchants", auth="operator"),
+    Route("POST", "/api/merchants", "create_merchant", "Create a merchant", auth="operator", ok=201,
+          body=obj(["name", "revenue_share_bp", "currency"], name=STR,
+                   revenue_share_bp={"type": "integer", "minimum": 0, "maximum": 10000}, currency=CURRENCY, timezone=STR)),
+    Route("PATCH", "/api/merchants/{merchant_id}", "update_merchant", "Change a merchant's revenue share", auth="operator",
+          body=obj(["revenue_share_bp"], revenue_share_bp={"type": "integer", "minimum": 0, "maximum": 10000})),
+    Route("POST", "/api/merchants/{merchant_id}/venues", "create_venue", "Add a venue", auth="operator", ok=201,
+          body=obj(["name"], name=STR, address={"type": ["string", "null"], "maxLength": 500})),
+    Route("GET", "/api/merchants/{merchant_id}/settlement", "settlement", "Settlement report (JSON or CSV)",
+          auth="operator",
+          query=(("from", DATE, True), ("to", DATE, True), ("format", {"type": "string", "enum": ["json", "csv"]}, False))),
+    Route("POST", "/api/tariffs", "create_tariff", "Create a tariff (immutable; optionally a merchant's default)",
+          auth="operator", ok=201,
+          body=obj(["name", "tariff"], name=STR, merchant_id={"type": ["integer", "null"]}, default={"type": "boolean"},
+                   tariff=TARIFF)),
+    Route("POST", "/api/cabinets", "create_cabinet", "Register a cabinet at a venue", auth="operator", ok=201,
+          body=obj(["id"], id={"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+                   venue_id={"type": ["integer", "null"]}, tariff_id={"type": ["integer", "null"]},
+                   name={"type": ["string", "null"], "maxLength": 200})),
+    Route("GET", "/api/rentals/{rental_id}", "get_rental", "One rental with its money fields", auth="operator"),
+    Route("POST", "/api/rentals/{rental_id}/refunds", "refund", "Refund part of a fee (reason required, audited)",
+          auth="operator", body=obj(["amount", "reason"], amount=MONEY, reason=STR)),
+    Route("GET", "/api/money/check", "money_check", "Prove the books balance", auth="operator"),
+    Route("POST", "/api/operator/sweep", "sweep", "Run the periodic sweep now", auth="operator"),
+)  # fmt: skip
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ROUTES."""
+    paths: dict[str, dict[str, Any]] = {}
+    error = {"$ref": "#/components/schemas/Error"}
+    for r in ROUTES:
+        op: dict[str, Any] = {"operationId": r.handler, "summary": r.summary, "responses": {}}
+        params = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer" if name.endswith("merchant_id") else "string"},
+            }
+            for name in _path_params(r.path)
+        ]
+        params += [
+            {"name": n, "in": "query", "required": req, "schema": schema} for n, schema, req in r.query
+        ]
+        if params:
+            op["parameters"] = params
+        if r.body is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": r.body}}}
+        if r.auth:
+            op["security"] = [{"bearer": []}]
+        ok_desc = "no content" if r.ok == 204 else "success"
+        op["responses"][str(r.ok)] = {"description": ok_desc}
+        if r.ok != 204:
+            op["responses"][str(r.ok)]["content"] = {"application/json": {"schema": {}}}
+        codes = {400: "bad input", **r.responses}
+        if r.auth:
+            codes[401] = "missing or invalid bearer token"
+        if r.auth == "operator":
+            codes[403] = "operators only"
+        if "{" in r.path:
+            codes.setdefault(404, "not found")
+        for code, desc in codes.items():
+            op["responses"][str(code)] = {
+                "description": desc,
+                "content": {"application/json": {"schema": error}},
+            }
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "cabinet-cloud",
+            "version": "1",
+            "description": "Power-bank rental cloud: renters, rentals, money, merchants.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                }
+            },
+        },
+    }
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]

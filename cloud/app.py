@@ -1,0 +1,460 @@
+"""The cloud's HTTP API (aiohttp): renters, rentals, money, merchants, operators.
+
+Routes, auth and body schemas come from ``cloud.api_schema.ROUTES`` (also served as OpenAPI).
+Every error is JSON ``{"error": code, "message": text}``; bad input is a 4xx, never a 500.
+Database and provider calls block, so handlers run them in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
+from datetime import date
+from typing import Any
+
+from aiohttp import web
+
+from cloud import money
+from cloud.api_schema import ROUTES, Route, openapi
+from cloud.billing import BillingError
+from cloud.config import CloudConfig
+from cloud.db import make_engine, migrate, schema_revision
+from cloud.merchants import CatalogError
+from cloud.payments import SIGNATURE_HEADER, SandboxProvider, WebhookInbox, WebhookRejected
+from cloud.pricing import Tariff, TariffError
+from cloud.rentals import EjectCommand, RentalError, RentalRefused, RentalService
+from cloud.settlement import SettlementError, settlement
+from cloud.users import (
+    Accounts,
+    AlreadyRegistered,
+    LoginFailed,
+    LoginThrottled,
+    NotAuthenticated,
+    User,
+    UserError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CloudContext:
+    """Everything the handlers need, built once from the config (the composition root)."""
+
+    def __init__(
+        self,
+        config: CloudConfig,
+        clock: Callable[[], float] = time.time,
+        command_sink: Callable[[EjectCommand], Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.engine = make_engine(config.database_url)
+        if config.provider != "sandbox":
+            raise ValueError(f"cloud.provider {config.provider!r} unknown: only 'sandbox' is built in")
+        self.provider = SandboxProvider(
+            self.engine, clock, config.webhook_secret, hold_ttl_s=config.hold_ttl_s
+        )
+        self.inbox = WebhookInbox(
+            self.engine, "sandbox", config.webhook_secret, clock, config.webhook_tolerance_s
+        )
+        self.rentals = RentalService(
+            self.engine,
+            self.provider,
+            clock,
+            eject_timeout_s=config.eject_timeout_s,
+            hold_capture_margin_s=config.hold_capture_margin_s,
+        )
+        self.catalog = self.rentals.catalog
+        self.accounts = Accounts(
+            self.engine,
+            clock,
+            session_ttl_s=config.session_ttl_s,
+            max_failures_account=config.login_max_failures_account,
+            max_failures_ip=config.login_max_failures_ip,
+            window_s=config.login_window_s,
+            scrypt_n=config.scrypt_n,
+        )
+        # the lead's MQTT side replaces this with "sign and publish on cab/v1/{cabinet}/cmd"
+        self.command_sink = command_sink or (lambda cmd: log.info("eject command queued: %s", cmd))
+
+    def housekeeping(self) -> dict[str, Any]:
+        """One sweep: the provider's own expiries and webhooks, then the rental sweep."""
+        self.provider.expire_holds()
+        delivered = 0
+        for d in self.provider.due_webhooks():
+            try:
+                self.inbox.handle(d.body, d.headers[SIGNATURE_HEADER])
+                delivered += 1
+            except WebhookRejected as e:
+                log.error("sandbox webhook rejected: %s", e)
+        report = self.rentals.sweep()
+        return {"webhooks": delivered, **asdict(report)}
+
+
+CTX = web.AppKey("cloud", CloudContext)
+
+
+def create_app(
+    config: CloudConfig,
+    *,
+    clock: Callable[[], float] = time.time,
+    command_sink: Callable[[EjectCommand], Any] | None = None,
+    run_migrations: bool = True,
+    background: bool = True,
+) -> web.Application:
+    """Build the aiohttp application (migrates the database first unless told not to)."""
+    ctx = CloudContext(config, clock, command_sink)
+    if run_migrations:
+        migrate(ctx.engine)
+    app = web.Application(middlewares=[_errors], client_max_size=256 * 1024)
+    app[CTX] = ctx
+    api = _Handlers(ctx)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, _wrap(route, getattr(api, route.handler)))
+    if background:
+        app.cleanup_ctx.append(_sweeper)
+    app.on_cleanup.append(_dispose)
+    return app
+
+
+async def _sweeper(app: web.Application) -> AsyncIterator[None]:
+    ctx = app[CTX]
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(ctx.config.sweep_interval_s)
+            try:
+                await asyncio.to_thread(ctx.housekeeping)
+            except Exception:  # a failed sweep must not stop the next one; it is logged loudly
+                log.exception("sweep failed")
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _dispose(app: web.Application) -> None:
+    app[CTX].engine.dispose()
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.headers = status, code, headers or {}
+
+
+_REFUSAL_STATUS = {"open_rental": 409, "unknown_cabinet": 404, "unknown_user": 404}
+
+
+def _to_api_error(e: Exception) -> ApiError | None:
+    match e:
+        case ApiError():
+            return e
+        case LoginThrottled():
+            return ApiError(429, "login_throttled", str(e), {"Retry-After": str(e.retry_after_s)})
+        case LoginFailed():
+            return ApiError(401, "login_failed", str(e))
+        case NotAuthenticated():
+            return ApiError(401, "not_authenticated", str(e), {"WWW-Authenticate": "Bearer"})
+        case AlreadyRegistered():
+            return ApiError(409, "already_registered", str(e))
+        case RentalRefused():
+            return ApiError(_REFUSAL_STATUS.get(e.code, 402), e.code, str(e))
+        case RentalError() | CatalogError() | SettlementError() if str(e).startswith(("no ", "unknown")):
+            return ApiError(404, "not_found", str(e))
+        case (
+            UserError() | TariffError() | CatalogError() | BillingError() | SettlementError() | RentalError()
+        ):
+            return ApiError(400, "bad_request", str(e))
+        case WebhookRejected():
+            return ApiError(400, "webhook_rejected", str(e))
+    return None
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _error_response(e.status, e.reason.lower().replace(" ", "_"), e.text or e.reason)
+    except Exception as e:
+        api = _to_api_error(e)
+        if api is None:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            return _error_response(500, "internal_error", "unexpected error; it was logged")
+        return _error_response(api.status, api.code, str(api), api.headers)
+
+
+def _error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    if message.startswith("404: ") or message.startswith("405: "):
+        message = message[5:]
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+# --- request plumbing ----------------------------------------------------------------------
+
+
+def _wrap(route: Route, fn: Callable) -> Callable:
+    """Authenticate, validate the body, and call ``fn(request, user, body)``."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ctx = request.app[CTX]
+        user = None
+        if route.auth:
+            header = request.headers.get("Authorization", "")
+            token = header[7:].strip() if header.lower().startswith("bearer ") else None
+            user = await asyncio.to_thread(ctx.accounts.authenticate, token)
+            if route.auth == "operator" and user.role != "operator":
+                raise ApiError(403, "forbidden", "operators only")
+        for name in ("merchant_id",):
+            if name in request.match_info and not request.match_info[name].isdigit():
+                raise ApiError(404, "not_found", f"{name} must be a number, got {request.match_info[name]!r}")
+        body: Any = None
+        if route.body is not None and route.handler != "webhook":
+            try:
+                body = await request.json()
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ApiError(400, "bad_json", f"request body is not valid JSON: {e}") from e
+            problems = validate(body, route.body, "body")
+            if problems:
+                raise ApiError(400, "invalid_body", "; ".join(problems))
+        return await fn(request, user, body)
+
+    return handler
+
+
+def validate(value: Any, schema: dict[str, Any], where: str) -> list[str]:
+    """Check ``value`` against the JSON-schema subset used in api_schema; returns problems."""
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        ok = {
+            "object": isinstance(value, dict),
+            "string": isinstance(value, str),
+            "integer": isinstance(value, int) and not isinstance(value, bool),
+            "boolean": isinstance(value, bool),
+            "null": value is None,
+        }
+        if not any(ok.get(k, False) for k in kinds):
+            return [f"{where} must be {' or '.join(kinds)}"]
+    problems: list[str] = []
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for key in schema.get("required", []):
+            if key not in value:
+                problems.append(f"{where}.{key} is required")
+        for key, item in value.items():
+            if key in props:
+                problems += validate(item, props[key], f"{where}.{key}")
+            elif schema.get("additionalProperties") is False:
+                problems.append(f"{where}.{key} is not a known field")
+    elif isinstance(value, str):
+        if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", 10**9):
+            problems.append(
+                f"{where} must have {schema.get('minLength', 0)}..{schema.get('maxLength')} characters"
+            )
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            problems.append(f"{where} must match {schema['pattern']}")
+        if "enum" in schema and value not in schema["enum"]:
+            problems.append(f"{where} must be one of {schema['enum']}")
+        if "\x00" in value:
+            problems.append(f"{where} must not contain NUL characters")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if value < schema.get("minimum", -(10**18)) or value > schema.get("maximum", 10**18):
+            problems.append(f"{where} must be between {schema.get('minimum')} and {schema.get('maximum')}")
+    return problems
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+def _user_json(u: User) -> dict[str, Any]:
+    return {"id": u.id, "email": u.email, "name": u.name, "role": u.role, "has_card": u.has_card}
+
+
+def _date(request: web.Request, name: str) -> date:
+    raw = request.query.get(name)
+    if raw is None:
+        raise ApiError(400, "bad_request", f"query parameter {name} (YYYY-MM-DD) is required")
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as e:
+        raise ApiError(400, "bad_request", f"query parameter {name}={raw!r} is not a date YYYY-MM-DD") from e
+
+
+class _Handlers:
+    """One coroutine per route of api_schema.ROUTES, named by its ``handler``."""
+
+    def __init__(self, ctx: CloudContext) -> None:
+        self.ctx = ctx
+
+    async def health(self, request: web.Request, user: None, body: None) -> web.Response:
+        revision = await asyncio.to_thread(schema_revision, self.ctx.engine)
+        return _json({"ok": True, "schema": revision})
+
+    async def openapi(self, request: web.Request, user: None, body: None) -> web.Response:
+        return _json(openapi())
+
+    async def register(self, request: web.Request, user: None, body: dict) -> web.Response:
+        u = await asyncio.to_thread(
+            self.ctx.accounts.register, body["email"], body["password"], body.get("name")
+        )
+        return _json(_user_json(u), 201)
+
+    async def login(self, request: web.Request, user: None, body: dict) -> web.Response:
+        ip = request.remote or "unknown"
+        s = await asyncio.to_thread(self.ctx.accounts.login, body["email"], body["password"], ip)
+        return _json({"token": s.token, "expires_at": s.expires_at, "user": _user_json(s.user)})
+
+    async def logout(self, request: web.Request, user: User, body: None) -> web.Response:
+        token = request.headers["Authorization"][7:].strip()
+        await asyncio.to_thread(self.ctx.accounts.logout, token)
+        return web.Response(status=204)
+
+    async def me(self, request: web.Request, user: User, body: None) -> web.Response:
+        return _json(_user_json(user))
+
+    async def delete_me(self, request: web.Request, user: User, body: None) -> web.Response:
+        await asyncio.to_thread(self.ctx.accounts.delete, user.id)
+        return web.Response(status=204)
+
+    async def set_card(self, request: web.Request, user: User, body: dict) -> web.Response:
+        u = await asyncio.to_thread(self.ctx.accounts.set_card, user.id, body["card_token"])
+        return _json(_user_json(u))
+
+    async def my_rentals(self, request: web.Request, user: User, body: None) -> web.Response:
+        rows = await asyncio.to_thread(self.ctx.rentals.rentals_of, user.id)
+        return _json([self._public_rental(r) for r in rows])
+
+    async def my_receipt(self, request: web.Request, user: User, body: None) -> web.Response:
+        rental_id = request.match_info["rental_id"]
+        r = await asyncio.to_thread(self._rental_or_404, rental_id)
+        if r["user_id"] != user.id:
+            raise ApiError(404, "not_found", f"no rental {rental_id} in your account")
+        return _json(await asyncio.to_thread(self.ctx.rentals.receipt, rental_id))
+
+    async def rent(self, request: web.Request, user: User, body: dict) -> web.Response:
+        start = await asyncio.to_thread(self.ctx.rentals.start_app_rental, user.id, body["cabinet_id"])
+        result = self.ctx.command_sink(start.command)
+        if asyncio.iscoroutine(result):
+            await result
+        return _json(
+            {
+                "rental_id": start.rental_id,
+                "hold_amount": start.hold_amount,
+                "currency": start.currency,
+                "command": asdict(start.command),
+            },
+            201,
+        )
+
+    async def webhook(self, request: web.Request, user: None, body: None) -> web.Response:
+        if request.match_info["provider"] != self.ctx.provider.name:
+            raise ApiError(404, "not_found", f"no payment provider {request.match_info['provider']!r}")
+        raw = await request.read()
+        outcome = await asyncio.to_thread(self.ctx.inbox.handle, raw, request.headers.get(SIGNATURE_HEADER))
+        return _json(asdict(outcome))
+
+    async def list_merchants(self, request: web.Request, user: User, body: None) -> web.Response:
+        return _json([asdict(m) for m in await asyncio.to_thread(self.ctx.catalog.merchants)])
+
+    async def create_merchant(self, request: web.Request, user: User, body: dict) -> web.Response:
+        m = await asyncio.to_thread(
+            self.ctx.catalog.create_merchant,
+            body["name"],
+            body["revenue_share_bp"],
+            body["currency"],
+            body.get("timezone", "UTC"),
+        )
+        return _json(asdict(m), 201)
+
+    async def update_merchant(self, request: web.Request, user: User, body: dict) -> web.Response:
+        mid = int(request.match_info["merchant_id"])
+        m = await asyncio.to_thread(self.ctx.catalog.set_revenue_share, mid, body["revenue_share_bp"])
+        return _json(asdict(m))
+
+    async def create_venue(self, request: web.Request, user: User, body: dict) -> web.Response:
+        mid = int(request.match_info["merchant_id"])
+        vid = await asyncio.to_thread(self.ctx.catalog.create_venue, mid, body["name"], body.get("address"))
+        return _json({"id": vid, "merchant_id": mid, "name": body["name"]}, 201)
+
+    async def settlement(self, request: web.Request, user: User, body: None) -> web.Response:
+        mid = int(request.match_info["merchant_id"])
+        fmt = request.query.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise ApiError(400, "bad_request", f"format must be json or csv, not {fmt!r}")
+        report = await asyncio.to_thread(
+            settlement, self.ctx.engine, mid, _date(request, "from"), _date(request, "to")
+        )
+        if fmt == "csv":
+            return web.Response(text=report.to_csv(), content_type="text/csv")
+        return _json(report.to_json_dict())
+
+    async def create_tariff(self, request: web.Request, user: User, body: dict) -> web.Response:
+        tariff = Tariff.from_dict(body["tariff"])
+        tid = await asyncio.to_thread(
+            self.ctx.catalog.create_tariff,
+            body["name"],
+            tariff,
+            body.get("merchant_id"),
+            bool(body.get("default")),
+        )
+        return _json({"id": tid, "tariff": asdict(tariff)}, 201)
+
+    async def create_cabinet(self, request: web.Request, user: User, body: dict) -> web.Response:
+        await asyncio.to_thread(
+            self.ctx.catalog.add_cabinet,
+            body["id"],
+            body.get("venue_id"),
+            body.get("tariff_id"),
+            body.get("name"),
+        )
+        return _json(
+            {"id": body["id"], "venue_id": body.get("venue_id"), "tariff_id": body.get("tariff_id")}, 201
+        )
+
+    async def get_rental(self, request: web.Request, user: User, body: None) -> web.Response:
+        return _json(await asyncio.to_thread(self._rental_or_404, request.match_info["rental_id"]))
+
+    async def refund(self, request: web.Request, user: User, body: dict) -> web.Response:
+        rental_id = request.match_info["rental_id"]
+        await asyncio.to_thread(self._rental_or_404, rental_id)
+        total = await asyncio.to_thread(
+            self.ctx.rentals.billing.refund, rental_id, body["amount"], body["reason"], user.id
+        )
+        return _json({"rental_id": rental_id, "refunded": total})
+
+    async def money_check(self, request: web.Request, user: User, body: None) -> web.Response:
+        problems = await asyncio.to_thread(money.check, self.ctx.engine)
+        return _json({"ok": not problems, "problems": [str(p) for p in problems]})
+
+    async def sweep(self, request: web.Request, user: User, body: None) -> web.Response:
+        return _json(await asyncio.to_thread(self.ctx.housekeeping))
+
+    def _rental_or_404(self, rental_id: str) -> dict[str, Any]:
+        try:
+            return self.ctx.rentals.rental(rental_id)
+        except RentalError as e:
+            raise ApiError(404, "not_found", str(e)) from e
+
+    @staticmethod
+    def _public_rental(r: dict[str, Any]) -> dict[str, Any]:
+        keys = ("id", "status", "cabinet_id", "end_cabinet_id", "battery_sn", "created_at", "start_wall", "end_wall",
+                "duration_s", "fee", "captured", "refunded", "currency", "payment_status", "source")  # fmt: skip
+        return {k: r[k] for k in keys}
