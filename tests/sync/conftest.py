@@ -3,8 +3,10 @@
 pytest (rootdir conftest, no ``tests/__init__.py``) puts ``tests/`` on ``sys.path``, where the
 folder ``tests/sync`` would shadow the real ``sync`` package as an empty namespace package.
 Putting the repository root first makes ``import sync`` find the real one (a regular package
-wins over namespace portions). The lasting fix is ``pythonpath = .`` in setup.cfg's pytest
-section; until then this keeps the sync tests correct on their own.
+wins over namespace portions) when this folder is collected first. If another folder's tests
+imported ``sync`` earlier, the namespace package is already cached, so these tests import
+from the submodules (``sync.messages``...), which resolve either way. The lasting fix is
+``pythonpath = .`` in setup.cfg's pytest section.
 """
 
 from __future__ import annotations

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from sync import (
-    Ack,
-    Command,
-    CommandKind,
-    Config,
-    ConfigBody,
-    EventBatch,
-    ModelManifest,
-    OfflinePass,
-    SlotSample,
-    State,
-    Tariff,
-    Telemetry,
-    WireEvent,
-)
+from sync.commands import Command, CommandKind
+from sync.config import Config, ConfigBody, ModelManifest, Tariff
+from sync.messages import Ack, EventBatch, SlotSample, State, Telemetry, WireEvent
+from sync.passes import OfflinePass
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 CAB = "CAB-0001"

@@ -7,24 +7,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sync_samples import CAB, T0, all_signable, all_unsigned
 
-from sync import (
-    Ack,
-    Command,
-    Config,
-    EventBatch,
-    MemoryReplayStore,
-    OfflinePass,
-    ProtocolError,
-    SignedEnvelope,
-    Signer,
-    State,
-    Telemetry,
-    Verifier,
-    decode_for_topic,
-    decode_pass_text,
-    encode_pass_text,
-    generate_private_key,
-)
+from sync.commands import Command
+from sync.config import Config
+from sync.errors import ProtocolError
+from sync.messages import Ack, EventBatch, State, Telemetry, decode_for_topic
+from sync.passes import OfflinePass, decode_pass_text, encode_pass_text
+from sync.signing import MemoryReplayStore, SignedEnvelope, Signer, Verifier, generate_private_key
 
 KEY = generate_private_key()
 SIGNER = Signer(KEY, "k1")

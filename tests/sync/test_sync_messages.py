@@ -9,22 +9,11 @@ import cbor2
 import pytest
 from sync_samples import CAB, T0, all_signable, all_unsigned, batch, command, config, events
 
-from sync import (
-    Ack,
-    Command,
-    CommandKind,
-    EventBatch,
-    MalformedMessage,
-    Misaddressed,
-    OversizedMessage,
-    State,
-    UnexpectedKind,
-    UnsupportedVersion,
-    WireEvent,
-    decode_for_topic,
-    topic,
-)
 from sync.codec import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, deflate
+from sync.commands import Command, CommandKind
+from sync.errors import MalformedMessage, Misaddressed, OversizedMessage, UnexpectedKind, UnsupportedVersion
+from sync.messages import Ack, EventBatch, State, WireEvent, decode_for_topic
+from sync.topics import topic
 
 
 @pytest.mark.parametrize("msg", all_unsigned() + all_signable(), ids=lambda m: type(m).__name__)

@@ -8,23 +8,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sync_samples import CAB, T0, command, config, offline_pass
 
-from sync import (
-    CommandKind,
+from sync.commands import CommandKind
+from sync.errors import (
     Downgraded,
     Duplicate,
     Expired,
     Forged,
     MalformedMessage,
-    MemoryReplayStore,
     Misaddressed,
     Replayed,
-    ReplayState,
     Revoked,
     SecurityRejection,
+    UnknownKey,
+)
+from sync.signing import (
+    MemoryReplayStore,
+    ReplayState,
     SignedEnvelope,
     Signer,
-    UnknownKey,
     Verifier,
+    check_counter,
     generate_private_key,
     keyring_from_b64,
     load_private_key_pem,
@@ -34,7 +37,6 @@ from sync import (
     public_key_b64,
     public_key_pem,
 )
-from sync.signing import check_counter
 
 
 class Clock:
