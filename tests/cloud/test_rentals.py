@@ -346,3 +346,32 @@ def test_operator_refund_is_audited_and_reverses_the_merchant_share(world, clock
     assert bal[(money.merchant_payable(world.merchant.id), "EUR")] == -200
     assert bal[(money.PLATFORM_REVENUE, "EUR")] == -(667 - 200)
     assert_books_balance(world)
+
+
+def test_concurrent_requests_and_redeliveries_do_not_double_rent_or_charge(world, clock):
+    from concurrent.futures import ThreadPoolExecutor
+
+    user = world.renter()
+
+    def try_rent(cabinet):
+        try:
+            return world.service.start_app_rental(user, cabinet).rental_id
+        except RentalRefused as e:
+            return e.code
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(try_rent, ["CAB-A", "CAB-B", "CAB-A", "CAB-B"]))
+    started = [r for r in results if r != "open_rental"]
+    assert len(started) == 1, results
+    rental_id = started[0]
+    world.service.on_rental_started("CAB-A", world.event("CAB-A", "rental_started", mono=0.0, boot="a", rental_id=rental_id,
+                                                         sn="S1", source="cloud"))  # fmt: skip
+    clock.advance(2 * HOUR)
+    ret = world.event("CAB-A", "battery_returned", mono=2 * HOUR, boot="a", sn="S1")
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: world.service.on_battery_returned("CAB-A", ret), range(4)))
+    r = world.service.rental(rental_id)
+    assert (r["fee"], r["captured"]) == (500, 500)
+    with world.engine.connect() as conn:
+        assert len(conn.execute(select(payments).where(payments.c.kind == "capture")).all()) == 1
+    assert_books_balance(world)
