@@ -205,7 +205,7 @@ class Billing:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _capture(self, r: Mapping[str, Any], amount: int) -> bool:
+    def _capture(self, r: Mapping[Any, Any], amount: int) -> bool:
         n = self._hold_n(r)
         key = rental_key(r["id"], "capture", n)
         try:
@@ -240,7 +240,7 @@ class Billing:
                 money.post_hold_released(conn, rental_money(r), r["hold_amount"], n, "captured", self.clock())
         return True
 
-    def _refund_excess(self, r: Mapping[str, Any], amount: int) -> None:
+    def _refund_excess(self, r: Mapping[Any, Any], amount: int) -> None:
         with self.engine.connect() as conn:
             captures = self._refundable(conn, r["id"])
         n = self._attempts_any(r["id"], "refund_excess")
@@ -264,20 +264,20 @@ class Billing:
                     money.post_excess_refund(conn, rental_money(r), part, f"{n}:{hold_ref}", self.clock())
             left -= part
 
-    def _due(self, r: Mapping[str, Any]) -> int:
+    def _due(self, r: Mapping[Any, Any]) -> int:
         """What the renter still owes for the rental (< 0: we owe them)."""
         with self.engine.connect() as conn:
             excess = self._paid(conn, r["id"], "refund_excess")
         return (r["fee"] or 0) - r["captured"] + excess
 
-    def _rental(self, rental_id: str) -> Mapping[str, Any]:
+    def _rental(self, rental_id: str) -> Mapping[Any, Any]:
         with self.engine.connect() as conn:
             row = conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().first()
         if row is None:
             raise BillingError(f"no rental {rental_id}")
         return row
 
-    def _hold_n(self, r: Mapping[str, Any]) -> int:
+    def _hold_n(self, r: Mapping[Any, Any]) -> int:
         with self.engine.connect() as conn:
             detail = conn.execute(
                 select(payments.c.detail).where(
@@ -335,7 +335,7 @@ class Billing:
     def _payment(
         self,
         conn: Connection,
-        r: Mapping[str, Any],
+        r: Mapping[Any, Any],
         kind: str,
         ref: str | None,
         amount: int,
@@ -363,6 +363,6 @@ class Billing:
         conn.execute(update(rentals).where(rentals.c.id == rental_id).values(**values))
 
 
-def rental_money(r: Mapping[str, Any]) -> money.RentalMoney:
+def rental_money(r: Mapping[Any, Any]) -> money.RentalMoney:
     """The journal's view of a rental row."""
     return money.RentalMoney(r["id"], r["user_id"], r["merchant_id"], r["share_bp"], r["currency"])

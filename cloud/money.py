@@ -364,7 +364,7 @@ def _check_rentals(conn: Connection) -> list[Problem]:
             sums["revenue"] += amount
         if kind == "fee" and account.startswith("renter:"):
             sums["fee"] += amount
-    paid = defaultdict(lambda: defaultdict(int))
+    paid: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for rental_id, kind, amount in conn.execute(
         select(payments.c.rental_id, payments.c.kind, payments.c.amount).where(
             payments.c.status.in_(("succeeded", "confirmed"))
@@ -374,7 +374,7 @@ def _check_rentals(conn: Connection) -> list[Problem]:
     for r in conn.execute(select(rentals)).mappings():
         where = f"rental {r['id']}"
         s = per_rental.pop(r["id"], defaultdict(int))
-        p = paid.get(r["id"], {})
+        p: dict[str, int] = paid.get(r["id"], {})
         fee = r["fee"] or 0
         fee_refunds = p.get("refund", 0)
         excess = p.get("refund_excess", 0)

@@ -60,7 +60,7 @@ class CabinetEvent:
     at_wall: float
     at_mono: float
     boot_id: str
-    body: Mapping[str, Any] = field(default_factory=dict)
+    body: Mapping[Any, Any] = field(default_factory=dict)
 
     @property
     def time(self) -> CabinetTime:
@@ -650,7 +650,7 @@ class RentalService:
         conn.execute(update(rentals).where(rentals.c.id == rental_id).values(**values))
 
 
-def _start_time(r: Mapping[str, Any]) -> CabinetTime:
+def _start_time(r: Mapping[Any, Any]) -> CabinetTime:
     return CabinetTime(r["cabinet_id"], r["start_wall"], r["start_mono"], r["start_boot_id"])
 
 

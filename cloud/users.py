@@ -166,6 +166,7 @@ class Accounts:
             with self.engine.begin() as conn:
                 conn.execute(insert(login_failures), [{"key": k, "at": now} for k in keys])
             raise LoginFailed("wrong email or password")
+        assert row is not None
         token = secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
             conn.execute(delete(login_failures).where(login_failures.c.key == f"account:{email}"))

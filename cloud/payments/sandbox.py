@@ -20,6 +20,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -80,21 +81,21 @@ class SandboxProvider:
     # --- the Provider interface ----------------------------------------------------------
 
     def authorize(self, card_token: str, amount: int, currency: str, idempotency_key: str) -> Hold:
-        request = {"card_token": card_token, "amount": amount, "currency": currency}
+        request: dict[str, Any] = {"card_token": card_token, "amount": amount, "currency": currency}
         return self._idempotent(
             "authorize", idempotency_key, request, lambda c: self._authorize(c, **request)
         )
 
     def capture(self, hold_ref: str, amount: int, idempotency_key: str) -> Capture:
-        request = {"hold_ref": hold_ref, "amount": amount}
+        request: dict[str, Any] = {"hold_ref": hold_ref, "amount": amount}
         return self._idempotent("capture", idempotency_key, request, lambda c: self._capture(c, **request))
 
     def void(self, hold_ref: str, idempotency_key: str) -> Void:
-        request = {"hold_ref": hold_ref}
+        request: dict[str, Any] = {"hold_ref": hold_ref}
         return self._idempotent("void", idempotency_key, request, lambda c: self._void(c, **request))
 
     def refund(self, hold_ref: str, amount: int, idempotency_key: str) -> Refund:
-        request = {"hold_ref": hold_ref, "amount": amount}
+        request: dict[str, Any] = {"hold_ref": hold_ref, "amount": amount}
         return self._idempotent("refund", idempotency_key, request, lambda c: self._refund(c, **request))
 
     # --- provider-side housekeeping ------------------------------------------------------
@@ -145,7 +146,9 @@ class SandboxProvider:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _idempotent(self, operation: str, key: str, request: dict, run: Callable[[Connection], object]):  # type: ignore[no-untyped-def]
+    def _idempotent(
+        self, operation: str, key: str, request: dict[str, Any], run: Callable[[Connection], Any]
+    ) -> Any:
         request_json = json.dumps(request, sort_keys=True)
         with self.engine.begin() as conn:
             previous = conn.execute(
