@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,6 +35,8 @@ class RentSettings:
     eject_timeout_s: float = 30.0
     jam_timeout_s: float = 1.5
     max_slots_tried: int = 2  # a jam marks the slot faulty and tries one other slot
+    fleet_sn_pattern: str = r"^PB[0-9A-F]{6}$"  # what the fleet's serial numbers look like
+    hot_return_c: float = 50.0  # a battery returned at or above this is kept out of service
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class Controller:
         self._rent_lock = asyncio.Lock()  # one eject at a time, as vendors space ejects
         self._ejecting: dict[int, _Eject] = {}
         self._pending_return: dict[int, str] = {}  # slot -> sn seen once, confirmed on the next scan
+        self._given_back: dict[int, str] = {}  # slot -> foreign sn already given back once
+        self._background: set[asyncio.Task[None]] = set()
         self._scanned = asyncio.Condition()
         self.listeners: list[Callable[[str, dict[str, Any]], Awaitable[None] | None]] = []
         self.refusing: str | None = None  # set when the ledger is unusable: refuse to rent
@@ -143,19 +148,62 @@ class Controller:
             await self._take_back(ob)
 
     async def _take_back(self, ob: Observation) -> None:
+        foreign = not re.match(self.settings.fleet_sn_pattern, ob.sn) or ob.sn in set(self.deny_list())
+        if foreign:
+            if self._given_back.get(ob.slot) != ob.sn:  # offered back once only
+                self._given_back[ob.slot] = ob.sn
+                self._ejecting[ob.slot] = _Eject(ob.slot, ob.sn)
+                task = asyncio.create_task(self._give_back(ob), name=f"give-back-{ob.slot}")
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            return
         battery = await self.ledger.battery(ob.sn)
         if battery is None:
             await self.ledger.record("battery_seen", slot=ob.slot, sn=ob.sn, soc=ob.soc, cycles=ob.cycles)
             await self._emit("battery_seen", slot=ob.slot, sn=ob.sn)
         else:
             rental_id = battery.rental_id if battery.place == "rental" else None
-            await self.ledger.record(
-                "battery_returned", slot=ob.slot, sn=ob.sn, rental_id=rental_id, soc=ob.soc, temp_c=ob.temp_c
-            )
+            await self.ledger.record("battery_returned", slot=ob.slot, sn=ob.sn, rental_id=rental_id,
+                                     soc=ob.soc, temp_c=ob.temp_c)
             log.info("slot %d: battery %s returned (rental %s)", ob.slot, ob.sn, rental_id)
             await self._emit("battery_returned", slot=ob.slot, sn=ob.sn, rental_id=rental_id)
-        if ob.sn in set(self.deny_list()):
-            await self.ledger.record("battery_quarantined", sn=ob.sn, reason="on the cloud's deny list")
+        problem = self._returned_unwell(ob)
+        if problem:
+            await self.ledger.record("battery_quarantined", sn=ob.sn, reason=problem)
+            slot = await self.ledger.slot(ob.slot)
+            if slot is None or not slot.quarantined:
+                await self.ledger.record("slot_quarantined", slot=ob.slot, reason=problem, by="cabinet")
+            log.error("ALERT slot %d: battery %s %s: kept, not charged, not rented", ob.slot, ob.sn, problem)
+            await self._emit("alert", slot=ob.slot, sn=ob.sn, problem=problem)
+
+    def _returned_unwell(self, ob: Observation) -> str | None:
+        if ob.temp_c >= self.settings.hot_return_c:
+            return f"returned hot ({ob.temp_c:.1f} C)"
+        if ob.faults:
+            return f"returned with slot fault bits 0x{ob.faults:04x}"
+        return None
+
+    async def _give_back(self, ob: Observation) -> None:
+        """A pack that is not ours (or is denied): record it and open the slot so it can be taken back."""
+        eject = self._ejecting[ob.slot]
+        await self.ledger.record("security_event", kind="foreign_battery",
+                                 detail=f"slot {ob.slot}: battery {ob.sn!r} is not of this fleet or is denied")
+        await self._emit("foreign_battery", slot=ob.slot, sn=ob.sn)
+        try:
+            async with self._rent_lock:
+                await self.locks.open(ob.slot, timeout=self.settings.jam_timeout_s)
+                try:
+                    await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
+                    self._given_back.pop(ob.slot, None)
+                    return
+                except TimeoutError:
+                    pass
+        finally:
+            self._ejecting.pop(ob.slot, None)
+        state = await self.ledger.slot(ob.slot)
+        if state is None or not state.quarantined:
+            await self.ledger.record("slot_quarantined", slot=ob.slot, by="cabinet",
+                                     reason=f"foreign battery {ob.sn!r} left in the slot")
 
     # ---- rent -----------------------------------------------------------------------
 

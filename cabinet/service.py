@@ -191,9 +191,15 @@ class Cabinet:
             return {o.slot for o in self.controller.observed.values()} if self.controller else set()
         blocked = set()
         quarantined = {b.sn for b in await self.ledger.batteries() if b.quarantined}
-        for s in await self.ledger.slots():
+        slots = {s.slot: s for s in await self.ledger.slots()}
+        for s in slots.values():
             if s.quarantined or s.fault_kind or (s.sn and s.sn in quarantined):
                 blocked.add(s.slot)
+        # a pack the ledger does not hold in that slot (foreign, not yet confirmed) is never charged
+        for ob in self.controller.observed.values() if self.controller else ():
+            held = slots.get(ob.slot)
+            if ob.has_battery and (held is None or held.sn != ob.sn):
+                blocked.add(ob.slot)
         return blocked
 
     async def _apply_charging(self, obs: list[Observation]) -> None:

@@ -4,6 +4,7 @@ gpiozero pins linked to the simulator's lock mechanics over its GPIO link socket
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from cabinet import config as cfg
 from cabinet.service import Cabinet
 from hardware_sim.cabinet import SimCabinet, SimConfig
 from hardware_sim.server import SimServer
+from sync.commands import Command
+from sync.passes import OfflinePass
+from sync.signing import Signer, generate_private_key, public_key_b64
 
 
 @dataclass
@@ -77,18 +81,63 @@ def make_config(data_dir: Path, pty: str, slots: int, **over: dict[str, Any]) ->
     return cfg.from_dict(data, "<test>")
 
 
+class CloudKeys:
+    """The cloud's signing key for a test, and the cabinet config line that trusts it."""
+
+    def __init__(self) -> None:
+        self.signer = Signer(generate_private_key(), "k1")
+        self.config_entry = f"k1:{public_key_b64(self.signer.public_key)}"
+        self.counter = 0
+
+    def command(self, kind: str, cabinet: str = "CAB-T1", ttl: float = 60, counter: int | None = None,
+                issued_at: float | None = None, **args: Any) -> bytes:
+        self.counter += 1
+        now = time.time() if issued_at is None else issued_at
+        cmd = Command(cmd_id=f"C{self.counter}", cabinet=cabinet, counter=counter or self.counter,
+                      issued_at=now, expires_at=now + ttl, kind=kind, args=args)
+        return self.signer.sign(cmd)
+
+    def offline_pass(self, pass_id: str, ttl: float = 3600, max_rentals: int = 1, user: str = "u-pass") -> str:
+        now = time.time()
+        return self.signer.sign_pass(OfflinePass(pass_id, user, now, now + ttl, max_rentals))
+
+
 @pytest.fixture
-async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
-    """8 slots on 2 boards, half of them holding charged packs, and a running cabinet."""
-    async with SimServer(SimConfig(slots=8, slots_per_board=4, seed=7, fill=0.0), speed=1.0) as sim:
+def cloud_keys() -> CloudKeys:
+    return CloudKeys()
+
+
+@pytest.fixture
+async def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cloud_keys: CloudKeys):
+    """Start a simulator and a cabinet; ``await make_rig(broker=...)`` with sync to a broker."""
+    stack = contextlib.AsyncExitStack()
+
+    async def make(broker: Any = None, **over: dict[str, Any]) -> Rig:
+        sim = await stack.enter_async_context(
+            SimServer(SimConfig(slots=8, slots_per_board=4, seed=7, fill=0.0), speed=1.0)
+        )
         for slot, soc in ((1, 0.95), (2, 0.90), (3, 0.50), (5, 0.85)):
             sim.cabinet.insert(slot, sn=f"PB00000{slot}", soc=soc)
         monkeypatch.setenv("CABINET_SIM_GPIO", sim.gpio_address)
-        cab = Cabinet(make_config(tmp_path, sim.pty_path, 8))
+        sync = {"enabled": False, "cloud_keys": [cloud_keys.config_entry]}
+        if broker is not None:
+            sync.update(enabled=True, broker_host=broker.host, broker_port=broker.port, tls=False)
+        over.setdefault("sync", {})
+        over["sync"] = {**sync, **over["sync"]}
+        cab = Cabinet(make_config(tmp_path, sim.pty_path, 8, **over))
         await cab.start()
+        stack.push_async_callback(cab.stop)
         rig = Rig(sim, cab, tmp_path)
-        try:
-            await rig.settle()
-            yield rig
-        finally:
-            await cab.stop()
+        await rig.settle()
+        return rig
+
+    try:
+        yield make
+    finally:
+        await stack.aclose()
+
+
+@pytest.fixture
+async def rig(make_rig) -> Rig:
+    """8 slots on 2 boards, packs in slots 1, 2, 3 (50 %) and 5, and a running cabinet without sync."""
+    return await make_rig()
