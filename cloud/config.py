@@ -106,3 +106,11 @@ def database_url(value: str) -> str:
     if "://" in value:
         return value
     return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def config_reference() -> str:
+    """The Markdown table of every config key (docs/cloud.md embeds it; a test keeps it current)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for f in fields(CloudConfig):
+        lines.append(f"| `{f.name}` | {type(f.default).__name__} | `{f.default!r}` | {f.metadata['help']} |")
+    return "\n".join(lines) + "\n"
