@@ -47,7 +47,7 @@ async def test_lock_pulse_opens_and_pack_pops_out(wired) -> None:
     assert bank.is_seated(k)
     result = await bank.open(k, timeout=1.0)
     assert result.outcome is OpenOutcome.OPENED and result.opened
-    assert result.seconds < 0.05
+    assert result.seconds < 0.5  # seen at once, long before the timeout
     assert cab.slot(k).presented and not bank.is_seated(k)
     assert not bank.is_energised(k) and not cab.slot(k).lock_energised  # pulse ended
     assert (k, False) in events
