@@ -32,7 +32,7 @@ class Register:
     name: str
     offset: int
     count: int
-    kind: str  # "uint16" | "int16" | "ascii" | "bits"
+    kind: str  # "uint16" | "int16" | "uint32" (two registers, high word first) | "ascii" | "bits"
     scale: float
     unit: str
     meaning: str
@@ -52,9 +52,17 @@ HEADER: tuple[Register, ...] = (
 # --- per slot: input registers SLOT_BASE + i * SLOT_BLOCK_SIZE + offset ---
 SLOT_BLOCK: tuple[Register, ...] = (
     Register("status", 0, 1, "bits", 1, "", "SlotStatus bits"),
-    Register("serial", 1, SERIAL_REGISTERS, "ascii", 1, "", "battery serial number, 8 ASCII bytes, NUL padded; all zero when empty"),
+    Register(
+        "serial",
+        1,
+        SERIAL_REGISTERS,
+        "ascii",
+        1,
+        "",
+        "battery serial number, 8 ASCII bytes, NUL padded; all zero when empty",
+    ),
     Register("soc", 5, 1, "uint16", 1, "%", "pack fuel gauge state of charge, 0..100"),
-    Register("voltage", 6, 1, "uint16", 0.001, "V", "pack terminal voltage, mV"),
+    Register("voltage", 6, 1, "uint16", 0.001, "V", "pack voltage measured at the slot contacts, mV"),
     Register("current", 7, 1, "int16", 0.001, "A", "pack current, mA, positive when charging"),
     Register("temperature", 8, 1, "int16", 0.1, "C", "pack temperature as the slot reads it, 0.1 C"),
     Register("cycles", 9, 1, "uint16", 1, "cycles", "pack cycle counter"),
@@ -81,7 +89,16 @@ HOLDING: tuple[Register, ...] = (
         "per slot CC charge current, mA (default 2000)",
         "holding",
     ),
-    Register("fault_clear", HOLDING_FAULT_CLEAR, 1, "uint16", 1, "", "write 0xA5A5 to clear latched faults", "holding"),
+    Register(
+        "fault_clear",
+        HOLDING_FAULT_CLEAR,
+        1,
+        "uint16",
+        1,
+        "",
+        "write 0xA5A5 to clear latched faults",
+        "holding",
+    ),
 )
 
 DEFAULT_CHARGE_CURRENT_MA = 2000
