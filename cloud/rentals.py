@@ -506,9 +506,11 @@ class RentalService:
     def _match_orphan_return(self, rental_id: str) -> None:
         """Close the rental with a return that arrived before its start, if there is one.
 
-        The first return of the battery at or after the start wins; when every return looks
-        earlier (a wrong clock nothing corrects), the latest is taken and the duration is
-        flagged suspect rather than leaving the renter billed until the battery counts as bought.
+        The first return of the battery at or after the start wins. When every return looks
+        earlier, a return that only bare wall clocks of two cabinets place earlier (a wrong
+        clock nothing corrects) is still taken, its duration flagged suspect, rather than
+        billing the renter until the battery counts as bought; a return that a monotonic clock
+        or a clock anchor proves earlier is never taken (it ended an older rental).
         """
         r = self.rental(rental_id)
         if r["status"] != "active" or not r["battery_sn"]:
@@ -527,10 +529,19 @@ class RentalService:
         start = _start_time(r)
         ends = [CabinetTime(o.cabinet_id, o.at_wall, o.at_mono, o.boot_id) for o in candidates]
         anchors = self._anchors(start, *ends)
-        chosen = next(
-            (i for i, end in enumerate(ends) if not rental_duration(start, end, anchors).suspect),
-            len(ends) - 1,
-        )
+        durations = [rental_duration(start, end, anchors) for end in ends]
+        chosen = next((i for i, d in enumerate(durations) if not d.suspect), None)
+        if chosen is None:
+            # only bare wall clocks of two cabinets disagree: nothing proves the return is older
+            unproven = [i for i, d in enumerate(durations) if d.method == "wall"]
+            if not unproven:
+                return  # every return is provably before this start: they belong to older rentals
+            chosen = unproven[-1]
+            log.warning(
+                "rental %s: matched return %s against contradicting wall clocks",
+                rental_id,
+                candidates[chosen].event_id,
+            )
         with self.engine.begin() as conn:
             conn.execute(
                 update(orphan_returns)

@@ -375,3 +375,31 @@ def test_concurrent_requests_and_redeliveries_do_not_double_rent_or_charge(world
     with world.engine.connect() as conn:
         assert len(conn.execute(select(payments).where(payments.c.kind == "capture")).all()) == 1
     assert_books_balance(world)
+
+
+def test_stale_return_of_an_older_rental_does_not_end_a_new_one(world, clock):
+    user = world.renter()
+    # a return nobody could match (its rental was never reported), at CAB-B, boot b1, mono 100
+    stale = world.event("CAB-B", "battery_returned", mono=100.0, boot="b1", sn="SN-5")
+    assert world.service.on_battery_returned("CAB-B", stale) is None
+    clock.advance(HOUR)
+    # the same battery is rented again from CAB-B later in the same boot: the monotonic clock
+    # proves the stale return is older, so it must not close this rental
+    start = world.service.start_app_rental(user, "CAB-B")
+    world.service.on_rental_started("CAB-B", world.event("CAB-B", "rental_started", mono=100.0 + HOUR, boot="b1",
+                                                         rental_id=start.rental_id, sn="SN-5", source="cloud"))  # fmt: skip
+    assert world.service.rental(start.rental_id)["status"] == "active"
+
+
+def test_return_placed_before_the_start_only_by_bare_wall_clocks_is_matched_and_flagged(world, clock):
+    user = world.renter()
+    world.service.issue_pass(user, "PASS-2", clock() + 86400)
+    t0 = clock()
+    # CAB-B's clock runs 2 h behind and no anchor corrects it: its return looks 1 h before the start
+    returned = world.event("CAB-B", "battery_returned", wall=t0 - HOUR, mono=9.0, boot="b9", sn="SN-8")
+    started = world.event("CAB-A", "rental_started", wall=t0, mono=5.0, boot="a9", rental_id="R-P2", sn="SN-8",
+                          source="pass", pass_id="PASS-2")  # fmt: skip
+    world.service.on_battery_returned("CAB-B", returned)
+    world.service.on_rental_started("CAB-A", started)
+    r = world.service.rental("R-P2")
+    assert (r["status"], r["duration_method"], r["fee"]) == ("closed", "wall?", 0)
