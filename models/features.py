@@ -26,7 +26,7 @@ STEP_MIN_A = 0.3  # a current change this large gives a resistance estimate
 STEP_MAX_DT_S = 130.0  # ...if the two samples are at most this far apart
 CV_VOLTAGE_V = 4.15  # above this while the current tapers: constant-voltage phase
 REST_SETTLE_S = 1200.0  # ignore the relaxation right after current stops
-REST_MIN_S = 3600.0  # shortest rest stretch used for self-discharge
+REST_MIN_S = 2400.0  # shortest settled rest stretch used for self-discharge
 FULL_SOC = 90.0  # a pack below this that is not charging is "refusing" charge
 MIN_SAMPLES = 30
 MIN_CHARGE_SESSIONS = 2
@@ -47,6 +47,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "charge_time_ratio",
     "cv_fraction",
     "cv_tau_h",
+    "cv_floor_current_a",
+    "top_charge_h",
     "capacity_ah",
     "capacity_ah_recent",
     "capacity_trend_ah_per_session",
@@ -91,6 +93,8 @@ class _Session:
     charge_time_ratio: float = np.nan
     cv_fraction: float = np.nan
     cv_tau_h: float = np.nan
+    cv_floor_a: float = np.nan
+    top_charge_h: float = np.nan
     capacity_ah: float = np.nan
     charge_current_p90: float = np.nan
     soc_end: float = np.nan
@@ -145,6 +149,8 @@ def extract_features(tel: BatteryTelemetry) -> FeatureVector:
     put("charge_time_ratio", _nanmedian(col("charge_time_ratio")))
     put("cv_fraction", _nanmedian(col("cv_fraction")))
     put("cv_tau_h", _nanmedian(col("cv_tau_h")))
+    put("cv_floor_current_a", _nanmedian(col("cv_floor_a")))
+    put("top_charge_h", _nanmedian(col("top_charge_h")))
     cap = col("capacity_ah")
     put("capacity_ah", _nanmedian(cap))
     finite_cap = cap[np.isfinite(cap)]
@@ -232,6 +238,12 @@ def _session(tel: BatteryTelemetry, a: int, b: int) -> _Session:
         dsoc = float(soc[last] - soc[first])
         if dsoc >= 30.0:
             s.capacity_ah = ah / (dsoc / 100.0)
+        # Near full in CV, the current floor: a leak (soft short) keeps drawing what it loses.
+        top = charging & (soc >= 97.0) & (v >= CV_VOLTAGE_V)
+        if top.sum() >= 3:
+            s.cv_floor_a = float(np.percentile(i[top], 10))
+            # ...and never lets the charge terminate: hours spent topping up the last percent.
+            s.top_charge_h = float(dt[top[:-1] & (dt <= STEP_MAX_DT_S)].sum()) / 3600.0
         finished = soc[last] >= 95.0 and i[last] < 0.3 * icharge.max()
         if finished and dsoc >= 20.0:
             s.charged = True

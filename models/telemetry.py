@@ -185,12 +185,12 @@ def write_telemetry_csv(target: str | Path | TextIO, batteries: Iterable[Battery
             w.writerow(
                 (
                     tel.battery_sn,
-                    f"{tel.t_s[i]:.0f}",
-                    f"{tel.voltage_v[i]:.3f}",
-                    f"{tel.current_a[i]:.3f}",
-                    f"{tel.temp_c[i]:.1f}",
-                    f"{tel.soc_pct[i]:.0f}",
-                    f"{tel.cycle[i]:.0f}",
+                    _fmt(tel.t_s[i], 0),
+                    _fmt(tel.voltage_v[i], 3),
+                    _fmt(tel.current_a[i], 3),
+                    _fmt(tel.temp_c[i], 1),
+                    _fmt(tel.soc_pct[i], 0),
+                    _fmt(tel.cycle[i], 0),
                 )
             )
 
@@ -200,6 +200,11 @@ def telemetry_to_csv_text(batteries: Iterable[BatteryTelemetry] | Mapping[str, B
     buf = io.StringIO()
     write_telemetry_csv(buf, batteries.values() if isinstance(batteries, Mapping) else batteries)
     return buf.getvalue()
+
+
+def _fmt(value: float, decimals: int) -> str:
+    """Fixed decimals without a '-0' for values that round to zero."""
+    return f"{round(float(value), decimals) + 0.0:.{decimals}f}"
 
 
 def _number(text: str, row: int, column: str, source: str) -> float:

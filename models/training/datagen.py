@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.features import FEATURE_NAMES, extract_features
 from models.telemetry import BatteryTelemetry, write_telemetry_csv
 from models.training.physics import FAULT_KINDS, CabinetSetting, PackSpec, simulate_window
 
@@ -63,15 +64,25 @@ class Dataset:
     """Windows with their ground truth (label, fault kind, cycles left until the criterion)."""
 
     windows: list[BatteryTelemetry] = field(default_factory=list)
+    features: list[np.ndarray] = field(default_factory=list)
+    serials: list[str] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     lead_cycles: list[float] = field(default_factory=list)
 
-    def extend(self, other: Dataset) -> None:
-        self.windows += other.windows
-        self.labels += other.labels
-        self.kinds += other.kinds
-        self.lead_cycles += other.lead_cycles
+    def add(self, window: BatteryTelemetry, label: int, kind: str, lead: float, keep_window: bool) -> None:
+        """Keep the window's features (and the window itself only if asked: they are large)."""
+        self.features.append(extract_features(window).values)
+        self.serials.append(window.battery_sn)
+        if keep_window:
+            self.windows.append(window)
+        self.labels.append(label)
+        self.kinds.append(kind)
+        self.lead_cycles.append(lead)
+
+    def matrix(self) -> np.ndarray:
+        """Feature matrix (rows = windows, columns = FEATURE_NAMES)."""
+        return np.vstack(self.features) if self.features else np.empty((0, len(FEATURE_NAMES)))
 
 
 def random_pack(rng: np.random.Generator, kind: str, end_cycle: float, lead: float, sn: str) -> PackSpec:
@@ -115,7 +126,7 @@ def end_cycle_for(rng: np.random.Generator, kind: str, mix: ScenarioMix) -> floa
     return rng.uniform(60.0, 1200.0)
 
 
-def generate(n: int, seed: int, mix: ScenarioMix = TRAIN_MIX) -> Dataset:
+def generate(n: int, seed: int, mix: ScenarioMix = TRAIN_MIX, *, keep_windows: bool = False) -> Dataset:
     """``n`` labelled windows; the same (n, seed, mix) always gives the same data."""
     kinds = list(mix.kind_weights)
     weights = np.array([mix.kind_weights[k] for k in kinds])
@@ -127,10 +138,8 @@ def generate(n: int, seed: int, mix: ScenarioMix = TRAIN_MIX) -> Dataset:
         end = end_cycle_for(rng, kind, mix)
         lead = rng.uniform(*mix.lead_cycles) if kind in FAULT_KINDS else math.inf
         pack = random_pack(rng, kind, end, lead, sn=f"{mix.name[:2].upper()}{seed:04d}{j:06d}")
-        ds.windows.append(simulate_window(pack, end, random_setting(rng, mix), rng))
-        ds.labels.append(int(lead <= HORIZON_CYCLES))
-        ds.kinds.append(kind)
-        ds.lead_cycles.append(lead)
+        window = simulate_window(pack, end, random_setting(rng, mix), rng)
+        ds.add(window, int(lead <= HORIZON_CYCLES), kind, lead, keep_windows)
     return ds
 
 
@@ -139,6 +148,8 @@ def generate_trajectories(
     seed: int,
     mix: ScenarioMix = HELDOUT_MIX,
     leads: Sequence[float] = (60, 50, 40, 30, 25, 20, 15, 10, 5, 0),
+    *,
+    keep_windows: bool = False,
 ) -> Dataset:
     """The same faulty packs watched at several points before their criterion (for lead time).
 
@@ -152,10 +163,8 @@ def generate_trajectories(
             pack = random_pack(rng, kind, fail, 0.0, sn=f"TR{ki}{j:05d}")
             cab = random_setting(rng, mix)
             for lead in leads:
-                ds.windows.append(simulate_window(pack, fail - lead, cab, rng))
-                ds.labels.append(int(lead <= HORIZON_CYCLES))
-                ds.kinds.append(kind)
-                ds.lead_cycles.append(float(lead))
+                window = simulate_window(pack, fail - lead, cab, rng)
+                ds.add(window, int(lead <= HORIZON_CYCLES), kind, float(lead), keep_windows)
     return ds
 
 
@@ -168,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--mix", choices=("train", "heldout"), default="heldout")
     args = ap.parse_args(argv)
-    ds = generate(args.n, args.seed, TRAIN_MIX if args.mix == "train" else HELDOUT_MIX)
+    ds = generate(args.n, args.seed, TRAIN_MIX if args.mix == "train" else HELDOUT_MIX, keep_windows=True)
     write_telemetry_csv(args.out, ds.windows)
     if args.labels:
         with open(args.labels, "w", newline="", encoding="utf-8") as f:

@@ -35,6 +35,9 @@ class Metrics:
     pr_auc: float
     recall_at_10fpr: float
     threshold_at_10fpr: float
+    fixed_threshold: float = float("nan")
+    recall_at_fixed: float = float("nan")
+    fpr_at_fixed: float = float("nan")
     per_kind: dict[str, dict[str, float]] = field(default_factory=dict)
     lead_time: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -61,6 +64,7 @@ def evaluate(
     kinds: list[str],
     lead: np.ndarray,
     traj: tuple[np.ndarray, list[str], list[str], np.ndarray] | None = None,
+    fixed_threshold: float | None = None,
 ) -> Metrics:
     """Metrics on a held-out set; per fault kind: that kind's positives against every negative.
 
@@ -78,6 +82,10 @@ def evaluate(
     )
     kinds_arr = np.array(kinds)
     neg = y == 0
+    if fixed_threshold is not None:
+        m.fixed_threshold = float(fixed_threshold)
+        m.recall_at_fixed = float(np.mean(score[y == 1] >= fixed_threshold))
+        m.fpr_at_fixed = float(np.mean(score[neg] >= fixed_threshold))
     for kind in FAULT_KINDS:
         pos = (y == 1) & (kinds_arr == kind)
         if not pos.any():

@@ -167,6 +167,7 @@ class _Recorder:
         arr = arr[self.rng.random(arr.shape[0]) >= self.dropout]
         n, rng = arr.shape[0], self.rng
         t = np.round(arr[:, 0] + rng.uniform(-1.0, 1.0, n))
+        t = t - t[0] if n else t  # the window starts at 0 s
         v = np.round(arr[:, 1] + rng.normal(0.0, 0.002, n), 3)
         on = arr[:, 2] > 0
         i = np.round(np.where(on, arr[:, 2] + rng.normal(0.0, 0.005, n), rng.normal(0.0, 0.003, n)), 2)

@@ -1,0 +1,83 @@
+"""Fault predictor on a 48-slot batch: inference time and the memory the model adds.
+
+    .venv/bin/python bench/bench_predict.py [--model FILE.onnx] [--repeat 200]
+
+Goals from issue 6: under 5 ms per 48-slot batch, under 30 MB added memory. Memory is read
+from /proc/self/status (VmRSS) before onnxruntime is imported and after the model is loaded
+and has run once. Telemetry windows come from the training simulator (needs the train extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def timed(fn, repeat: int) -> tuple[float, float]:
+    """Median and 95th percentile wall time in ms."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000.0)
+    times.sort()
+    return statistics.median(times), times[int(0.95 * (len(times) - 1))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--slots", type=int, default=48)
+    args = ap.parse_args()
+
+    base = rss_mb()
+    from models.predictor import FaultPredictor
+
+    after_import = rss_mb()
+    predictor = FaultPredictor(args.model)
+    x0 = np.tile(predictor.reference, (args.slots, 1))
+    predictor.risk(x0)
+    loaded = rss_mb()
+
+    from models.features import extract_features
+    from models.training.datagen import HELDOUT_MIX, generate
+
+    ds = generate(args.slots, seed=12345, mix=HELDOUT_MIX, keep_windows=True)
+    windows = ds.windows
+    vectors = [extract_features(w) for w in windows]
+    x = np.vstack([v.values for v in vectors]).astype(np.float32)
+    samples = [len(w) for w in windows]
+
+    risk_ms = timed(lambda: predictor.risk(x), args.repeat)
+    explain_ms = timed(lambda: predictor.predict_features(vectors), max(20, args.repeat // 4))
+    full_ms = timed(lambda: predictor.predict(windows), 5)
+    after_runs = rss_mb()
+
+    print(f"model {predictor.model_id} ({predictor.model_path.stat().st_size} bytes), {args.slots} slots")
+    print(f"windows: median {int(np.median(samples))} samples (min {min(samples)}, max {max(samples)})")
+    print(f"risk only (one onnxruntime call):         median {risk_ms[0]:.3f} ms  p95 {risk_ms[1]:.3f} ms")
+    print(
+        f"risk + explanations (occlusion, batched): median {explain_ms[0]:.3f} ms  p95 {explain_ms[1]:.3f} ms"
+    )
+    print(f"feature extraction + risk + explanations: median {full_ms[0]:.1f} ms  p95 {full_ms[1]:.1f} ms")
+    print(
+        f"RSS: {base:.1f} MB before onnxruntime, +{after_import - base:.1f} MB import, "
+        f"+{loaded - base:.1f} MB with the model loaded and run once, +{after_runs - base:.1f} MB after the runs"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
