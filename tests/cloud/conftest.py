@@ -51,7 +51,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pg_database_url() -> Iterator[str]:
     admin_url = os.environ.get("CABINET_TEST_PG_URL", PG_DEFAULT)
     name = f"cloud_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
