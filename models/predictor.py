@@ -58,7 +58,17 @@ class Prediction:
 class FaultPredictor:
     """Loads the model once (one thread, no memory arena); ``predict`` is batched over batteries."""
 
-    def __init__(self, model_path: str | Path | None = None, *, top_k: int = 3, explain: bool = True):
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        top_k: int = 3,
+        explain: bool = True,
+        explain_above: float | None = None,
+    ):
+        """Load ``model_path`` (default: the shipped model). Explanations (``top_features``) are
+        computed for batteries whose risk is at least ``explain_above`` (default: half the model's
+        recommended threshold; 0 explains every battery), so a healthy batch costs one model call."""
         self.model_path = Path(model_path) if model_path is not None else DEFAULT_MODEL_PATH
         self.top_k = top_k
         self.explain = explain
@@ -93,6 +103,7 @@ class FaultPredictor:
         outputs = [o.name for o in self._session.get_outputs()]
         self._output = "probabilities" if "probabilities" in outputs else outputs[-1]
         self._explained = [i for i, n in enumerate(FEATURE_NAMES) if n not in _NOT_EXPLAINED]
+        self.explain_above = self.threshold / 2.0 if explain_above is None else explain_above
 
     @property
     def model_id(self) -> str:
@@ -119,25 +130,26 @@ class FaultPredictor:
         if not vectors:
             return []
         x = np.vstack([v.values for v in vectors]).astype(np.float32)
-        n, cols = x.shape[0], self._explained if self.explain else []
-        rows = [x]
-        for j in cols:
-            occluded = x.copy()
-            occluded[:, j] = self.reference[j]
-            rows.append(occluded)
-        risks = self.risk(np.vstack(rows)).reshape(1 + len(cols), n)
-        out = []
-        for b, vec in enumerate(vectors):
-            contrib = [
-                FeatureContribution(
-                    FEATURE_NAMES[j], float(vec.values[j]), float(risks[0, b] - risks[1 + k, b])
-                )
-                for k, j in enumerate(cols)
-            ]
-            contrib.sort(key=lambda c: c.contribution, reverse=True)
-            top = tuple(c for c in contrib[: self.top_k] if c.contribution > 0.005)
-            out.append(Prediction(vec.battery_sn, float(risks[0, b]), flags_for(vec), top))
-        return out
+        base = self.risk(x)
+        explain = np.flatnonzero(base >= self.explain_above) if self.explain else np.empty(0, dtype=int)
+        tops: dict[int, tuple[FeatureContribution, ...]] = {}
+        if explain.size:
+            xe, cols = x[explain], self._explained
+            occluded = np.repeat(xe[None, :, :], len(cols), axis=0)
+            for k, j in enumerate(cols):
+                occluded[k, :, j] = self.reference[j]
+            risks = self.risk(occluded.reshape(-1, x.shape[1])).reshape(len(cols), explain.size)
+            for e, b in enumerate(explain):
+                contrib = [
+                    FeatureContribution(FEATURE_NAMES[j], float(x[b, j]), float(base[b] - risks[k, e]))
+                    for k, j in enumerate(cols)
+                ]
+                contrib.sort(key=lambda c: c.contribution, reverse=True)
+                tops[int(b)] = tuple(c for c in contrib[: self.top_k] if c.contribution > 0.005)
+        return [
+            Prediction(vec.battery_sn, float(base[b]), flags_for(vec), tops.get(b, ()))
+            for b, vec in enumerate(vectors)
+        ]
 
     def smoke_test(self) -> None:
         """Built-in check after loading or updating a model: healthy reference gives a sane, low risk."""

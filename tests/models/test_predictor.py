@@ -69,6 +69,19 @@ def test_features_that_drove_a_high_risk_are_reported(shipped: FaultPredictor):
     assert contributions == sorted(contributions, reverse=True)
 
 
+def test_only_risky_batteries_are_explained_and_explaining_does_not_change_the_risk(known_window):
+    lazy, eager = FaultPredictor(), FaultPredictor(explain_above=0.0)
+    windows = [known_window("CALM"), simulated("overheat", 600.0, 0.0, seed=31)]
+    calm, hot = lazy.predict(windows)
+    assert calm.risk < lazy.explain_above and calm.top_features == ()
+    assert hot.top_features and hot.top_features[0].name in (
+        "temp_rise_per_a",
+        "max_temp_rise_c",
+        "max_temp_charging_c",
+    )
+    assert [p.risk for p in eager.predict(windows)] == [calm.risk, hot.risk]
+
+
 def test_too_little_data_gives_a_flagged_risk_not_a_crash(shipped: FaultPredictor, known_window):
     w = known_window("TINY", sessions=1)
     tiny = BatteryTelemetry(
