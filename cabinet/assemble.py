@@ -6,11 +6,13 @@ its trust store and command handler), the offline pass desk, and later the web U
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from cabinet.commands import CommandHandler
+from cabinet.health import Health
 from cabinet.passes import PassDesk
 from cabinet.sync_agent import SyncAgent, SyncSettings
 from cabinet.trust import Trust
@@ -27,9 +29,14 @@ def mqtt_options(c: Any) -> MqttOptions:
     """Transport options from the [sync] section."""
     tls = None
     if c["sync.tls"]:
-        tls = TlsOptions(ca_file=c["sync.ca_file"] or None, cert_file=c["sync.cert_file"] or None,
-                         key_file=c["sync.key_file"] or None)
-    return MqttOptions(host=c["sync.broker_host"], port=c["sync.broker_port"], client_id=c["cabinet.id"], tls=tls)
+        tls = TlsOptions(
+            ca_file=c["sync.ca_file"] or None,
+            cert_file=c["sync.cert_file"] or None,
+            key_file=c["sync.key_file"] or None,
+        )
+    return MqttOptions(
+        host=c["sync.broker_host"], port=c["sync.broker_port"], client_id=c["cabinet.id"], tls=tls
+    )
 
 
 def samples_of(cab: Cabinet) -> list[SlotSample]:
@@ -38,10 +45,18 @@ def samples_of(cab: Cabinet) -> list[SlotSample]:
     for ob in cab.controller.observed.values() if cab.controller else ():
         if not ob.has_battery:
             continue
-        out.append(SlotSample(slot=ob.slot, at=cab.last_scan_wall, battery=ob.sn, soc=max(0, min(100, ob.soc)),
-                              voltage_mv=max(0, min(65535, round(ob.voltage_v * 1000))),
-                              current_ma=max(-32768, min(32767, round(ob.current_a * 1000))),
-                              temp_dc=max(-550, min(1500, round(ob.temp_c * 10))), faults=ob.faults))
+        out.append(
+            SlotSample(
+                slot=ob.slot,
+                at=cab.last_scan_wall,
+                battery=ob.sn,
+                soc=max(0, min(100, ob.soc)),
+                voltage_mv=max(0, min(65535, round(ob.voltage_v * 1000))),
+                current_ma=max(-32768, min(32767, round(ob.current_a * 1000))),
+                temp_dc=max(-550, min(1500, round(ob.temp_c * 10))),
+                faults=ob.faults,
+            )
+        )
     return out
 
 
@@ -54,16 +69,33 @@ def build_extras(cab: Cabinet) -> list[Any]:
     if cab.controller is None:
         return parts
     cab.controller.deny_list = lambda: cab.trust.denied
-    cab.passes = PassDesk(cab.controller, cab.trust.verifier, lambda: cab.trust.revoked,
-                          c["rent.max_offline_rentals_per_pass"])
+    cab.passes = PassDesk(
+        cab.controller, cab.trust.verifier, lambda: cab.trust.revoked, c["rent.max_offline_rentals_per_pass"]
+    )
     if cab.trust.config is not None:
         apply_config_body(cab, cab.trust.config)
+    cab.health = Health(
+        cab.ledger,
+        cab.telemetry,
+        c["health.model_path"] or None,
+        risk_quarantine=c["health.risk_quarantine"],
+        interval_s=c["health.interval_s"],
+    )
+    parts.append(cab.health)
     if c["sync.enabled"]:
-        commands = CommandHandler(cab.ledger, cab.controller, cab.trust)
+        commands = CommandHandler(cab.ledger, cab.controller, cab.trust, hooks=command_hooks(cab))
         cab.sync = SyncAgent(
-            c["cabinet.id"], cab.ledger, MqttTransport(mqtt_options(c)), commands, cab.trust,
-            SyncSettings(batch_max_events=c["sync.batch_max_events"], batch_max_bytes=c["sync.batch_max_bytes"],
-                         window=c["sync.window"], telemetry_interval_s=c["sync.telemetry_interval_s"]),
+            c["cabinet.id"],
+            cab.ledger,
+            MqttTransport(mqtt_options(c)),
+            commands,
+            cab.trust,
+            SyncSettings(
+                batch_max_events=c["sync.batch_max_events"],
+                batch_max_bytes=c["sync.batch_max_bytes"],
+                window=c["sync.window"],
+                telemetry_interval_s=c["sync.telemetry_interval_s"],
+            ),
             on_config=lambda cfg: apply_config_body(cab, cfg),
             status=cab.status_summary,
             samples=lambda: samples_of(cab),
@@ -82,3 +114,42 @@ def apply_config_body(cab: Cabinet, config: Any) -> None:
         cab.power_budget_w = float(body.power_budget_w)
     if body.tariff is not None:
         cab.tariff = body.tariff
+
+
+#: Settings a ``set_config`` command may change at run time (others need a config file change).
+RUNTIME_SETTINGS = {"rent.min_soc": ("min_soc", int), "rent.eject_timeout_s": ("eject_timeout_s", float)}
+
+
+def command_hooks(cab: Cabinet) -> dict[str, Any]:
+    """Handlers for the commands that act on the process rather than on slots."""
+
+    async def restart(cmd: Any) -> tuple[bool, str]:
+        cab.request_exit(75, f"restart asked by the cloud: {cmd.args.get('reason', '')}")
+        return True, "restarting"
+
+    async def reboot(cmd: Any) -> tuple[bool, str]:
+        proc = await asyncio.create_subprocess_exec(
+            "systemctl", "reboot", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await proc.communicate()
+        return (
+            proc.returncode == 0,
+            f"systemctl reboot: exit {proc.returncode} {out.decode(errors='replace')[:200]}",
+        )
+
+    async def set_config(cmd: Any) -> tuple[bool, str]:
+        settings = dict(cmd.args["settings"])
+        unknown = sorted(set(settings) - set(RUNTIME_SETTINGS))
+        if unknown:
+            return (
+                False,
+                f"not settable at run time: {', '.join(unknown)} (settable: {', '.join(RUNTIME_SETTINGS)})",
+            )
+        changes = {}
+        for key, value in settings.items():
+            field_name, kind = RUNTIME_SETTINGS[key]
+            changes[field_name] = kind(value)
+        cab.controller.settings = replace(cab.controller.settings, **changes)
+        return True, f"applied {', '.join(f'{k}={v}' for k, v in settings.items())}"
+
+    return {"restart": restart, "reboot": reboot, "set_config": set_config}

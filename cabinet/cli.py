@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name and module.startswith(e.name):
                 continue
             raise
-        mod.register_cli(sub)
+        if module == "cabinet.ledger.cli":
+            mod.register_cli(sub, default_db="/var/lib/cabinet/ledger.db")
+        else:
+            mod.register_cli(sub)
     return ap
 
 

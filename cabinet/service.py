@@ -28,6 +28,9 @@ from cabinet.watchdog import Watchdog, notify
 
 log = logging.getLogger("cabinet")
 
+#: Exit status for problems only a person can fix (bad config): systemd does not restart on it.
+EX_CONFIG = 78
+
 
 def bus_boards(slots: int, per_board: int) -> list[tuple[int, int]]:
     """Boards (unit id, slot count) for ``slots`` slots, ``per_board`` each, unit ids from 1."""
@@ -97,6 +100,7 @@ class Cabinet:
     watchdog: Watchdog | None = None
     extras: list[Any] = field(default_factory=list)  # sync agent, health, web: start()/stop()
     trust: Any = None
+    health: Any = None
     passes: Any = None
     sync: Any = None
     tariff: Any = None
@@ -106,6 +110,14 @@ class Cabinet:
     last_scan_at: float = 0.0
     charging_now: set[int] = field(default_factory=set)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    exit_code: int = 0
+    exit_requested: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request_exit(self, code: int, why: str) -> None:
+        """Ask the process to stop cleanly with ``code`` (systemd restarts it on a non-zero code)."""
+        log.warning("exiting with %d: %s", code, why)
+        self.exit_code = code
+        self.exit_requested.set()
 
     async def start(self) -> None:
         c = self.config
@@ -115,7 +127,7 @@ class Cabinet:
         except (LedgerCorrupt, LedgerError) as e:
             # Never replace a damaged ledger: keep running (UI, diagnostics) but refuse to rent.
             self.ledger_problem = str(e)
-            log.critical("LEDGER UNUSABLE, refusing to rent: %s (see docs/ledger.md, 'Restoring')", e)
+            log.critical("LEDGER UNUSABLE, refusing to rent: %s (see docs/ledger.md, 'Restore')", e)
             notify(f"STATUS=ledger unusable: {e}")
         from drivers.battery_bus import BatteryBus
         from drivers.locks import LockBank
@@ -277,19 +289,19 @@ class Cabinet:
             await self.ledger.close()
 
 
-async def run(config: cfg.Config) -> None:
-    """Run a cabinet until SIGTERM/SIGINT."""
+async def run(config: cfg.Config) -> int:
+    """Run a cabinet until SIGTERM/SIGINT (exit 0) or until it asks to be restarted."""
     cab = Cabinet(config)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, cab.exit_requested.set)
     await cab.start()
     try:
-        await stop.wait()
+        await cab.exit_requested.wait()
     finally:
         log.info("stopping")
         await cab.stop()
+    return cab.exit_code
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -300,6 +312,5 @@ def run_from_args(args: argparse.Namespace) -> int:
         config = cfg.load(Path(args.config))
     except cfg.ConfigError as e:
         log.error("config error: %s", e)
-        return 2
-    asyncio.run(run(config))
-    return 0
+        return EX_CONFIG
+    return asyncio.run(run(config))

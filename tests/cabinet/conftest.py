@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,8 +97,9 @@ class CloudKeys:
                       issued_at=now, expires_at=now + ttl, kind=kind, args=args)
         return self.signer.sign(cmd)
 
-    def offline_pass(self, pass_id: str, ttl: float = 3600, max_rentals: int = 1, user: str = "u-pass") -> str:
-        now = time.time()
+    def offline_pass(self, pass_id: str, ttl: float = 3600, max_rentals: int = 1, user: str = "u-pass",
+                     age: float = 0.0) -> str:
+        now = time.time() - age
         return self.signer.sign_pass(OfflinePass(pass_id, user, now, now + ttl, max_rentals))
 
 

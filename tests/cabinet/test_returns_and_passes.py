@@ -71,7 +71,7 @@ async def test_forged_expired_and_revoked_passes_are_refused_and_recorded(rig, c
 
     forged = CloudKeys()  # same key id, another key: the signature does not verify
     forged_text = forged.offline_pass("PASS-F")
-    expired_text = cloud_keys.offline_pass("PASS-E", ttl=-3600)  # expired an hour ago, skew 600 s
+    expired_text = cloud_keys.offline_pass("PASS-E", ttl=3600, age=7200)  # expired an hour ago, skew 600 s
     revoked_text = cloud_keys.offline_pass("PASS-R")
     rig.cab.passes.revoked = lambda: {"PASS-R"}
     results = [await rig.cab.passes.submit(t) for t in (forged_text, expired_text, revoked_text, "garbage")]
