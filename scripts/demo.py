@@ -1,0 +1,289 @@
+"""The demo: a broker, the cloud and simulated cabinets that sync, with the URLs to open.
+
+Run through ``./dev demo`` (which sets everything up first). Everything runs as separate
+processes, as on real machines: Mosquitto, ``cabinet-cloud serve``, and per cabinet a
+``cabinet-sim run`` (the hardware) and a ``cabinet run`` (the controller, talking to the
+simulator over a pseudo-terminal (Modbus RTU) and the GPIO link). State lives in ``var/demo/``.
+
+Options: ``--cabinets N`` (default 2), ``--slots N`` (default 12), ``--check`` (start, wait until
+every part is healthy, print the URLs and stop: used by the test suite), ``--fresh`` (forget the
+previous run's state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str, procs: list[subprocess.Popen] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs or []:
+            if p.poll() is not None:
+                raise SystemExit(f"demo: {what}: a process exited with {p.returncode} (see var/demo/*.log)")
+        try:
+            if check():
+                return
+        except (OSError, urllib.error.URLError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"demo: timed out after {timeout:.0f} s waiting for {what} (see var/demo/*.log)")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return json.loads(r.read())
+
+
+@dataclass
+class Demo:
+    var: Path
+    cabinets: int
+    slots: int
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    urls: list[tuple[str, str]] = field(default_factory=list)
+    cabs: list[dict] = field(default_factory=list)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.var / f"{name}.log", "ab")
+        p = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=self.var,
+            start_new_session=True,
+        )
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in reversed(self.procs):
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+    def start_broker(self) -> int:
+        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        port = free_port()
+        conf = self.var / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        p = self.spawn("mosquitto", [mosquitto, "-c", str(conf)])
+        wait_until(lambda: port_open(port), 10, "the MQTT broker", [p])
+        self.urls.append(("MQTT broker (demo only: anonymous, loopback)", f"mqtt://127.0.0.1:{port}"))
+        return port
+
+    def start_cloud(self, broker_port: int) -> tuple[int, list[str]]:
+        """Provision the cloud's signing key and start the cloud; returns its port and trusted key lines."""
+        port = free_port()
+        cloud_dir = self.var / "cloud"
+        cloud_dir.mkdir(exist_ok=True)
+        conf = cloud_dir / "cloud.toml"
+        conf.write_text(
+            "[cloud]\n"
+            f'database = "{cloud_dir / "cloud.db"}"\n'
+            f"port = {port}\n" + cloud_mqtt_settings(broker_port, cloud_dir)
+        )
+        p = self.spawn("cloud", [str(BIN / "cabinet-cloud"), "serve", "--config", str(conf)])
+        wait_until(lambda: get_json(f"http://127.0.0.1:{port}/api/health"), 60, "the cloud", [p])
+        self.urls.append(("Cloud API (OpenAPI document)", f"http://127.0.0.1:{port}/api/openapi.json"))
+        return port, cloud_key_lines(cloud_dir)
+
+    def start_cabinet(self, n: int, broker_port: int, cloud_keys: list[str]) -> None:
+        cab_id = f"CAB-{n:04d}"
+        d = self.var / cab_id
+        d.mkdir(exist_ok=True)
+        control, gpio, web_port = free_port(), free_port(), free_port()
+        pty = d / "ttySIM"
+        pty.unlink(missing_ok=True)
+        sim = self.spawn(
+            f"{cab_id}-sim",
+            [
+                str(BIN / "cabinet-sim"),
+                "run",
+                "--slots",
+                str(self.slots),
+                "--slots-per-board",
+                "4",
+                "--seed",
+                str(n),
+                "--speed",
+                "30",
+                "--pty",
+                str(pty),
+                "--control",
+                str(control),
+                "--gpio",
+                str(gpio),
+            ],
+        )
+        wait_until(
+            lambda: pty.exists() and port_open(control) and port_open(gpio), 20, f"simulator {cab_id}", [sim]
+        )
+        conf = d / "cabinet.toml"
+        keys = ", ".join(json.dumps(k) for k in cloud_keys)
+        conf.write_text(
+            f'[cabinet]\nid = "{cab_id}"\ndata_dir = "{d / "data"}"\nslots = {self.slots}\n\n'
+            f'[bus]\nurl = "serial://{pty}"\nslots_per_board = 4\ntimeout_s = 0.2\npoll_interval_s = 1.0\n\n'
+            '[locks]\npin_factory = "cabinetsim"\n\n'
+            "[health]\ninterval_s = 60\n\n"
+            f'[sync]\nbroker_host = "127.0.0.1"\nbroker_port = {broker_port}\ntls = false\ntelemetry_interval_s = 10\n'
+            f"cloud_keys = [{keys}]\n\n"
+            f'[web]\nhost = "127.0.0.1"\nport = {web_port}\n'
+        )
+        cab = self.spawn(
+            cab_id,
+            [str(BIN / "cabinet"), "run", "--config", str(conf)],
+            env={"CABINET_SIM_GPIO": f"127.0.0.1:{gpio}"},
+        )
+        wait_until(lambda: (d / "data" / "ledger.db").exists(), 30, f"cabinet {cab_id}", [cab, sim])
+        self.cabs.append({"id": cab_id, "control": control, "web": web_port, "proc": cab})
+        self.urls += [
+            (f"{cab_id} kiosk", f"http://127.0.0.1:{web_port}/kiosk"),
+            (f"{cab_id} technician UI", f"http://127.0.0.1:{web_port}/tech"),
+            (f"{cab_id} simulator control API", f"http://127.0.0.1:{control}/state"),
+        ]
+
+    def table(self) -> str:
+        lines = []
+        for c in self.cabs:
+            try:
+                state = get_json(f"http://127.0.0.1:{c['control']}/state")
+            except (OSError, urllib.error.URLError, ValueError) as e:
+                lines.append(f"{c['id']}: simulator not answering ({e})")
+                continue
+            known = {}
+            try:
+                known = {s["slot"]: s for s in get_json(f"http://127.0.0.1:{c['web']}/api/slots")["slots"]}
+            except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError):
+                pass
+            lines.append(f"{c['id']}  slot  battery    SoC   temp   state")
+            for s in state["slots"]:
+                b = s["battery"]
+                if b is None:
+                    lines.append(f"        {s['slot']:>4}  {'-':<9}")
+                    continue
+                mark = "charging" if s["charge_enabled"] else ("presented" if s["presented"] else "idle")
+                if s["slot"] in known and known[s["slot"]].get("state"):
+                    mark = known[s["slot"]]["state"]
+                lines.append(
+                    f"        {s['slot']:>4}  {b['sn']:<9} {b['gauge_soc'] * 100:4.0f}%  {b['temp_c']:5.1f}C  {mark}"
+                )
+        return "\n".join(lines)
+
+
+def cloud_mqtt_settings(broker_port: int, cloud_dir: Path) -> str:
+    """The cloud's broker and signing-key settings, if this version of the cloud has them."""
+    from cloud.config import CloudConfig
+
+    known = set(CloudConfig.__dataclass_fields__)
+    out = ""
+    if "broker_port" in known:
+        out += f'broker_host = "127.0.0.1"\nbroker_port = {broker_port}\n'
+    if "mqtt_tls" in known:
+        out += "mqtt_tls = false\n"
+    if "data_dir" in known:
+        out += f'data_dir = "{cloud_dir}"\n'
+    return out
+
+
+def cloud_key_lines(cloud_dir: Path) -> list[str]:
+    """The 'keyid:base64' lines a cabinet trusts: the cloud's signing key, made once per cloud."""
+    try:
+        out = subprocess.run(
+            [str(BIN / "cabinet-cloud"), "keys", "--data-dir", str(cloud_dir)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        return [line.strip() for line in out.splitlines() if ":" in line and " " not in line.strip()]
+    except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired):
+        return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="./dev demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--cabinets", type=int, default=2, help="simulated cabinets (default 2)")
+    ap.add_argument("--slots", type=int, default=12, help="slots per cabinet, 8..48 (default 12)")
+    ap.add_argument("--check", action="store_true", help="start, check every part is up, stop")
+    ap.add_argument("--fresh", action="store_true", help="forget the state of the previous run")
+    ap.add_argument("--var", default=str(ROOT / "var" / "demo"), help="state directory (default var/demo)")
+    args = ap.parse_args(argv)
+    var = Path(args.var)
+    if args.fresh and var.exists():
+        shutil.rmtree(var)
+    var.mkdir(parents=True, exist_ok=True)
+    demo = Demo(var, args.cabinets, args.slots)
+    try:
+        print("demo: starting the broker, the cloud and", args.cabinets, "simulated cabinets ...", flush=True)
+        broker = demo.start_broker()
+        _, keys = demo.start_cloud(broker)
+        for n in range(1, args.cabinets + 1):
+            demo.start_cabinet(n, broker, keys)
+        print("\nOpen:")
+        for what, url in demo.urls:
+            print(f"  {what:<40} {url}")
+        first = demo.cabs[0]
+        print(
+            "\nAct as a renter or a passer-by with the simulator's control API, e.g.:\n"
+            f"  {BIN / 'cabinet-sim'} take --control http://127.0.0.1:{first['control']} 3\n"
+            f"  {BIN / 'cabinet-sim'} insert --control http://127.0.0.1:{first['control']} 3\n"
+            f"Logs: {var}/*.log    Stop: Ctrl-C\n",
+            flush=True,
+        )
+        if args.check:
+            wait_until(lambda: "PB" in demo.table(), 30, "the slot table", demo.procs)
+            print(demo.table())
+            print("\ndemo: every part is up")
+            return 0
+        while True:
+            print(f"\n--- {time.strftime('%H:%M:%S')} ---\n{demo.table()}", flush=True)
+            for c in demo.cabs:
+                if c["proc"].poll() is not None:
+                    print(
+                        f"demo: cabinet {c['id']} exited with {c['proc'].returncode}; see {var}/{c['id']}.log"
+                    )
+            time.sleep(5)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("demo: stopping ...", flush=True)
+        demo.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

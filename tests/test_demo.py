@@ -1,0 +1,30 @@
+"""The README's demo starts every part (broker, cloud, simulated cabinets) and they come up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_starts_every_part_and_shows_the_slot_table(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "demo.py"),
+            "--check",
+            "--var",
+            str(tmp_path / "demo"),
+            "--slots",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "demo: every part is up" in r.stdout
+    assert r.stdout.count("/kiosk") == 2 and "openapi.json" in r.stdout
+    assert "PB" in r.stdout  # the live slot table shows batteries
