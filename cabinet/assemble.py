@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from cabinet.commands import CommandHandler
 from cabinet.health import Health
+from cabinet.model_update import ModelStore, ModelUpdater
 from cabinet.passes import PassDesk
 from cabinet.sync_agent import SyncAgent, SyncSettings
 from cabinet.trust import Trust
@@ -74,13 +75,16 @@ def build_extras(cab: Cabinet) -> list[Any]:
     )
     if cab.trust.config is not None:
         apply_config_body(cab, cab.trust.config)
+    models = ModelStore(c.data_dir / "models")
+    model_path = c["health.model_path"] or models.current() or None
     cab.health = Health(
         cab.ledger,
         cab.telemetry,
-        c["health.model_path"] or None,
+        str(model_path) if model_path else None,
         risk_quarantine=c["health.risk_quarantine"],
         interval_s=c["health.interval_s"],
     )
+    cab.model_updater = ModelUpdater(models, cab.health)
     parts.append(cab.health)
     if c["sync.enabled"]:
         commands = CommandHandler(cab.ledger, cab.controller, cab.trust, hooks=command_hooks(cab))
@@ -99,6 +103,7 @@ def build_extras(cab: Cabinet) -> list[Any]:
             on_config=lambda cfg: apply_config_body(cab, cfg),
             status=cab.status_summary,
             samples=lambda: samples_of(cab),
+            on_model_chunk=cab.model_updater.on_chunk,
         )
         cab.controller.listeners.append(lambda *_: cab.sync.wake())
         parts.append(cab.sync)
@@ -152,4 +157,7 @@ def command_hooks(cab: Cabinet) -> dict[str, Any]:
         cab.controller.settings = replace(cab.controller.settings, **changes)
         return True, f"applied {', '.join(f'{k}={v}' for k, v in settings.items())}"
 
-    return {"restart": restart, "reboot": reboot, "set_config": set_config}
+    async def model_update(cmd: Any) -> tuple[bool, str]:
+        return await cab.model_updater.apply(cmd)
+
+    return {"restart": restart, "reboot": reboot, "set_config": set_config, "model_update": model_update}

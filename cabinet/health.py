@@ -50,6 +50,16 @@ class Health:
             return
         self._task = asyncio.create_task(self._loop(), name="health")
 
+    async def swap(self, path: Any) -> None:
+        """Load ``path`` and make it the model in use; raises (keeping the old one) if it fails
+        to load or to pass its smoke test."""
+        new = await asyncio.to_thread(FaultPredictor, path)
+        await asyncio.to_thread(new.smoke_test)
+        self.predictor, self.problem = new, None
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="health")
+        log.info("fault model %s in use", new.model_id)
+
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()

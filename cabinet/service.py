@@ -101,6 +101,7 @@ class Cabinet:
     extras: list[Any] = field(default_factory=list)  # sync agent, health, web: start()/stop()
     trust: Any = None
     health: Any = None
+    model_updater: Any = None
     passes: Any = None
     sync: Any = None
     tariff: Any = None
@@ -261,7 +262,11 @@ class Cabinet:
 
         obs = list(self.controller.observed.values()) if self.controller else []
         return {
-            "versions": {"software": version("charge-cabinet"), "protocol": "1"},
+            "versions": {
+                "software": version("charge-cabinet"),
+                "protocol": "1",
+                "model": self.health.model_version if self.health else "none",
+            },
             "counts": {
                 "slots": self.config["cabinet.slots"],
                 "batteries": sum(1 for o in obs if o.has_battery),

@@ -24,6 +24,7 @@ from cabinet.trust import Trust
 from sync.config import Config as SignedConfig
 from sync.errors import Duplicate, ProtocolError, SecurityRejection
 from sync.messages import Ack, EventBatch, SlotSample, State, Telemetry, WireEvent
+from sync.model_transfer import ModelChunk
 from sync.topics import Channel, parse_topic, topic
 from sync.transport import Message, MqttTransport, TransportError, Will
 
@@ -42,8 +43,9 @@ class SyncSettings:
 
 
 def to_wire_event(e: Any) -> WireEvent:
-    return WireEvent(seq=e.seq, id=e.id, type=e.type, at_wall=e.at_wall, at_mono=e.at_mono,
-                     boot_id=e.boot_id, body=e.body)
+    return WireEvent(
+        seq=e.seq, id=e.id, type=e.type, at_wall=e.at_wall, at_mono=e.at_mono, boot_id=e.boot_id, body=e.body
+    )
 
 
 class SyncAgent:
@@ -61,6 +63,7 @@ class SyncAgent:
         on_config: Callable[[SignedConfig], Any] = lambda c: None,
         status: Callable[[], dict[str, Any]] = dict,
         samples: Callable[[], list[SlotSample]] = list,
+        on_model_chunk: Callable[[ModelChunk], None] = lambda c: None,
     ) -> None:
         self.cabinet_id = cabinet_id
         self.ledger = ledger
@@ -71,6 +74,7 @@ class SyncAgent:
         self.on_config = on_config
         self.status = status
         self.samples = samples
+        self.on_model_chunk = on_model_chunk
         self.acked_seq = 0
         self.last_ack_at: float | None = None  # wall time, for the UI
         self.sent_batches = 0
@@ -80,14 +84,16 @@ class SyncAgent:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._command_tasks: set[asyncio.Task[Any]] = set()
-        transport.set_will(Will(topic(cabinet_id, Channel.STATE), self._state(online=False).encode(), 1, True))
+        transport.set_will(
+            Will(topic(cabinet_id, Channel.STATE), self._state(online=False).encode(), 1, True)
+        )
 
     # ---- life cycle -----------------------------------------------------------------
 
     async def start(self) -> None:
         self.acked_seq = await self.ledger.acked_seq()
         self._sent_upto = self.acked_seq
-        for ch in (Channel.ACK, Channel.CMD, Channel.CFG):
+        for ch in (Channel.ACK, Channel.CMD, Channel.CFG, Channel.MODEL):
             await self.transport.subscribe(topic(self.cabinet_id, ch), 1)
         await self.transport.start()
         self._tasks = [
@@ -136,8 +142,11 @@ class SyncAgent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.5)
             if self._inflight and self._ack_overdue():
-                log.warning("sync: no ack for %.0f s; resending from seq %d", self.settings.ack_timeout_s,
-                            self.acked_seq + 1)
+                log.warning(
+                    "sync: no ack for %.0f s; resending from seq %d",
+                    self.settings.ack_timeout_s,
+                    self.acked_seq + 1,
+                )
                 self.resends += 1
                 self._restart_from_ack()
 
@@ -154,8 +163,9 @@ class SyncAgent:
         self._last_seq = await self.ledger.run(lambda led: led.last_seq)
         if len(self._inflight) >= self.settings.window or self._sent_upto >= self._last_seq:
             return False
-        events = await self.ledger.events_after(self._sent_upto, self.settings.batch_max_events,
-                                                self.settings.batch_max_bytes)
+        events = await self.ledger.events_after(
+            self._sent_upto, self.settings.batch_max_events, self.settings.batch_max_bytes
+        )
         if not events:
             return False
         batch = EventBatch(self.cabinet_id, tuple(to_wire_event(e) for e in events))
@@ -169,7 +179,9 @@ class SyncAgent:
     async def _on_ack(self, ack: Ack) -> None:
         if ack.acked_seq <= self.acked_seq:
             return
-        self.acked_seq = await self.ledger.set_acked(min(ack.acked_seq, await self.ledger.run(lambda led: led.last_seq)))
+        self.acked_seq = await self.ledger.set_acked(
+            min(ack.acked_seq, await self.ledger.run(lambda led: led.last_seq))
+        )
         self.last_ack_at = time.time()
         while self._inflight and self._inflight[0] <= self.acked_seq:
             self._inflight.popleft()
@@ -202,6 +214,11 @@ class SyncAgent:
             task.add_done_callback(self._command_tasks.discard)
         elif addr.channel is Channel.CFG:
             await self.apply_config(msg.payload)
+        elif addr.channel is Channel.MODEL:
+            chunk = ModelChunk.decode(msg.payload)
+            if chunk.cabinet != self.cabinet_id:
+                raise ProtocolError(f"model chunk for cabinet {chunk.cabinet!r} on {msg.topic}")
+            self.on_model_chunk(chunk)
 
     async def _command(self, payload: bytes) -> None:
         await self.commands.handle(payload)
@@ -221,8 +238,9 @@ class SyncAgent:
         except Duplicate:
             return None  # the retained copy again, after a reconnect
         except SecurityRejection as e:
-            await self.ledger.record("security_event", kind=f"config_{type(e).__name__.lower()}",
-                                     detail=e.reason[:2000])
+            await self.ledger.record(
+                "security_event", kind=f"config_{type(e).__name__.lower()}", detail=e.reason[:2000]
+            )
             log.warning("sync: config refused: %s", e.reason)
             return None
         self.trust.adopt(config, payload)
@@ -235,13 +253,24 @@ class SyncAgent:
 
     def _state(self, online: bool) -> State:
         s = self.status() if online else {}
-        return State(self.cabinet_id, online, time.time(), versions=s.get("versions", {}),
-                     counts=s.get("counts", {}), backlog=self.backlog if online else 0)
+        return State(
+            self.cabinet_id,
+            online,
+            time.time(),
+            versions=s.get("versions", {}),
+            counts=s.get("counts", {}),
+            backlog=self.backlog if online else 0,
+        )
 
     async def _publish_state(self) -> None:
         with contextlib.suppress(TransportError):
-            await self.transport.publish(topic(self.cabinet_id, Channel.STATE), self._state(True).encode(),
-                                         qos=1, retain=True, timeout=10)
+            await self.transport.publish(
+                topic(self.cabinet_id, Channel.STATE),
+                self._state(True).encode(),
+                qos=1,
+                retain=True,
+                timeout=10,
+            )
 
     async def _periodic(self) -> None:
         last_tm = last_state = 0.0
@@ -259,8 +288,9 @@ class SyncAgent:
                 if samples:
                     tm = Telemetry(self.cabinet_id, time.time(), tuple(samples))
                     with contextlib.suppress(TransportError):
-                        await self.transport.publish(topic(self.cabinet_id, Channel.TM), tm.encode(), qos=0,
-                                                     timeout=5)
+                        await self.transport.publish(
+                            topic(self.cabinet_id, Channel.TM), tm.encode(), qos=0, timeout=5
+                        )
             if now - last_state >= self.settings.state_interval_s:
                 last_state = now
                 await self._publish_state()

@@ -26,6 +26,7 @@ class Channel(StrEnum):
     TM = "tm"
     STATE = "state"
     CFG = "cfg"
+    MODEL = "model"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ CHANNELS: dict[Channel, ChannelSpec] = {
     Channel.TM: ChannelSpec(upstream=True, qos=0, retain=False),
     Channel.STATE: ChannelSpec(upstream=True, qos=1, retain=True),
     Channel.CFG: ChannelSpec(upstream=False, qos=1, retain=True),
+    Channel.MODEL: ChannelSpec(upstream=False, qos=1, retain=False),
 }
 
 
