@@ -7,6 +7,7 @@ is generated from :data:`KEYS` (``cabinet config docs``) and a test checks it is
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -246,7 +247,12 @@ class Config:
 def _check(key: Key, value: Any, where: str) -> Any:
     t = key.type
     if t is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 1e300:  # float() would raise OverflowError
+            raise ConfigError(f"{where}: {key.path} = {value} is far outside any sensible range")
         value = float(value)
+    if t is float and isinstance(value, float) and not math.isfinite(value):
+        # nan passes every < and > test, so bounds alone would let it through
+        raise ConfigError(f"{where}: {key.path} must be a finite number, got {value!r}")
     if (t is bool and not isinstance(value, bool)) or (t is not bool and isinstance(value, bool)):
         raise ConfigError(f"{where}: {key.path} must be {t.__name__}, got {value!r}")
     if not isinstance(value, t):
