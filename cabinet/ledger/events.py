@@ -43,7 +43,9 @@ def _int(lo: int = 0, hi: int = 2**53) -> Check:
 
 def _number(lo: float, hi: float) -> Check:
     def check(v: Any) -> str | None:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return "must be a finite number"
+        if (isinstance(v, int) and abs(v) > 2**1000) or not math.isfinite(v):  # isfinite(10**400) raises
             return "must be a finite number"
         if not lo <= v <= hi:
             return f"must be between {lo} and {hi}"
@@ -63,9 +65,26 @@ def _bool(v: Any) -> str | None:
     return None if isinstance(v, bool) else "must be true or false"
 
 
+def _plain(v: Any, depth: int = 0) -> bool:
+    """True if ``v`` is plain data the wire to the cloud carries: text-keyed maps, lists, text,
+    bytes, 64-bit integers, finite floats, booleans and null, at most 16 levels deep."""
+    if depth > 16:
+        return False
+    if isinstance(v, Mapping):
+        return all(isinstance(k, str) and _plain(x, depth + 1) for k, x in v.items())
+    if isinstance(v, list | tuple):
+        return all(_plain(x, depth + 1) for x in v)
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, int) and not isinstance(v, bool):
+        return -(2**63) <= v < 2**64  # larger ones become CBOR bignum tags, which the wire refuses
+    return v is None or isinstance(v, str | bytes | bool)
+
+
 def _mapping(v: Any) -> str | None:
-    if not isinstance(v, Mapping) or not all(isinstance(k, str) for k in v):
-        return "must be a map with string keys"
+    # nested maps too: an event the cloud's codec refuses would block the outbox behind it forever
+    if not isinstance(v, Mapping) or not _plain(v):
+        return "must be a map of plain data (text keys at every level, finite numbers, at most 16 deep)"
     try:
         cbor2.dumps(v, canonical=True)
     except (TypeError, ValueError, cbor2.CBOREncodeError) as exc:
