@@ -280,23 +280,28 @@ class Controller:
                 )
                 await self._emit("rental_aborted", rental_id=req.rental_id, slot=slot, reason="not_taken")
                 return RentOutcome(req.rental_id, "aborted", "not_taken", slot, sn)
-            await self.ledger.record(
-                "rental_started",
-                rental_id=req.rental_id,
-                sn=sn,
-                slot=slot,
-                source=req.source,
-                user=req.user,
-                pass_id=req.pass_id,
-                cmd_id=req.cmd_id,
-            )
-            if req.pass_id:
-                await self.ledger.record("pass_used", pass_id=req.pass_id, rental_id=req.rental_id)
-            log.info("rental %s started: battery %s from slot %d", req.rental_id, sn, slot)
-            await self._emit("rental_started", rental_id=req.rental_id, slot=slot, sn=sn)
+            await self._record_start(req, sn, slot)
             return RentOutcome(req.rental_id, "started", "", slot, sn)
         finally:
             self._ejecting.pop(slot, None)
+
+    async def _record_start(self, req: RentRequest, sn: str, slot: int) -> None:
+        """Record a started rental (and the pass it used) in ONE transaction.
+
+        Two separate commits would let a crash between them leave a pass rental without its
+        ``pass_used`` record.
+        """
+
+        def start(lg: Any) -> None:
+            with lg.db.atomic():
+                lg.record("rental_started", rental_id=req.rental_id, sn=sn, slot=slot, source=req.source,
+                          user=req.user, pass_id=req.pass_id, cmd_id=req.cmd_id)
+                if req.pass_id:
+                    lg.record("pass_used", pass_id=req.pass_id, rental_id=req.rental_id)
+
+        await self.ledger.run(start)
+        log.info("rental %s started: battery %s from slot %d", req.rental_id, sn, slot)
+        await self._emit("rental_started", rental_id=req.rental_id, slot=slot, sn=sn)
 
     # ---- technician and operator actions ------------------------------------------------
 
@@ -346,31 +351,48 @@ class Controller:
         """After a restart: settle rent requests that a crash or power cut left open.
 
         A requested rental whose battery is no longer in any slot the ledger remembers is
-        started (the renter has it); otherwise it is aborted as interrupted.
+        started (the renter has it). One whose battery is still presented (popped out, not yet
+        taken: the crash came during the eject) is watched like an eject in progress: started
+        if the renter takes it within the eject timeout, aborted as interrupted if not. Anything
+        else is aborted as interrupted. Call before the first ``on_scan``.
         """
         obs = {o.slot: o for o in observations}
         for rental in await self.ledger.open_rentals():
             if rental.state != "requested":
                 continue
-            gone = [
-                s
-                for s in await self.ledger.slots()
-                if s.sn and (o := obs.get(s.slot)) is not None and o.known and not o.present
-            ]
-            if len(gone) == 1:
-                s = gone[0]
-                await self.ledger.record(
-                    "rental_started",
-                    rental_id=rental.rental_id,
-                    sn=s.sn,
-                    slot=s.slot,
-                    source=rental.source or "cloud",
-                    user=rental.user,
-                    pass_id=rental.pass_id,
-                    cmd_id=rental.cmd_id,
-                )
+            held = [s for s in await self.ledger.slots() if s.sn and (o := obs.get(s.slot)) is not None and o.known]
+            gone = [s for s in held if not obs[s.slot].present]
+            presented = [s for s in held if obs[s.slot].present and not obs[s.slot].seated]
+            req = RentRequest(rental.rental_id, rental.source or "cloud", rental.user, rental.pass_id, rental.cmd_id)
+            if len(gone) == 1 and not presented:
+                assert gone[0].sn is not None
+                await self._record_start(req, gone[0].sn, gone[0].slot)
+            elif len(presented) == 1 and not gone and not self._rent_lock.locked():
+                s = presented[0]
+                assert s.sn is not None
+                eject = _Eject(s.slot, s.sn)
+                self._ejecting[s.slot] = eject
+                await self._rent_lock.acquire()  # no other eject until this one is settled
+                task = asyncio.create_task(self._finish_eject(req, eject), name=f"recover-{req.rental_id}")
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             else:
                 await self.ledger.record("rental_aborted", rental_id=rental.rental_id, reason="interrupted")
+
+    async def _finish_eject(self, req: RentRequest, eject: _Eject) -> None:
+        """Wait (holding the rent lock taken by recover) for a presented battery to be taken."""
+        try:
+            try:
+                await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
+            except TimeoutError:
+                await self.ledger.record("rental_aborted", rental_id=req.rental_id, slot=eject.slot,
+                                         reason="interrupted")
+                await self._emit("rental_aborted", rental_id=req.rental_id, slot=eject.slot, reason="interrupted")
+                return
+            await self._record_start(req, eject.sn, eject.slot)
+        finally:
+            self._ejecting.pop(eject.slot, None)
+            self._rent_lock.release()
 
 
 def _outcome_of(r: RentalState, duplicate: bool) -> RentOutcome:
