@@ -67,6 +67,11 @@ def build_extras(cab: Cabinet) -> list[Any]:
     parts: list[Any] = []
     cab.trust = Trust(c["cabinet.id"], c["sync.cloud_keys"], c.data_dir, c["rent.pass_clock_skew_s"])
     cab.trust.load_saved()
+    if c["web.enabled"]:  # before the early return: the UI must show a broken ledger loudly
+        from cabinet.web import WebUI
+
+        cab.web = WebUI(cab)
+        parts.append(cab.web)
     if cab.controller is None:
         return parts
     cab.controller.deny_list = lambda: cab.trust.denied

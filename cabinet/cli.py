@@ -5,6 +5,8 @@ Sub-commands:
   ledger    check, export and back up the local ledger (verify, export, backup, restore-help)
   predict   run the fault model on a telemetry CSV file
   config    check a config file, or print the configuration reference
+  status    print the slot table and health from the running cabinet's local API
+  tech      set technician passwords for the local web UI (no default password exists)
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_config_cmd)
 
     # Parts that bring their own sub-commands register them here.
-    for module in ("cabinet.ledger.cli", "models.cli"):
+    for module in ("cabinet.ledger.cli", "models.cli", "cabinet.status_cli", "cabinet.web.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

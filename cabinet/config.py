@@ -208,10 +208,29 @@ KEYS: tuple[Key, ...] = (
     Key("sync", "window", int, 4, "Batches in flight before waiting for an ack.", min=1, max=64),
     Key("sync", "telemetry_interval_s", float, 30.0, "Seconds between telemetry messages.", min=1),
     # --- web ---
+    Key("web", "enabled", bool, True, "Serve the kiosk page, the technician UI and the local JSON API."),
     Key("web", "host", str, "0.0.0.0", "Address of the kiosk and technician web UI."),
     Key("web", "port", int, 8080, "Port of the kiosk and technician web UI.", min=1, max=65535),
     Key("web", "session_idle_s", float, 900.0, "Technician session idle timeout.", min=30),
     Key("web", "session_max_s", float, 28800.0, "Technician session absolute timeout.", min=60),
+    # --- kiosk ---
+    Key(
+        "kiosk",
+        "app_url",
+        str,
+        "https://app.example.com/rent?cabinet={cabinet}",
+        "Address in the kiosk's QR code for renting in the app; {cabinet} becomes cabinet.id.",
+    ),
+    Key("kiosk", "language", str, "zh", "Language the kiosk starts in (renters can switch).", choices=("zh", "en")),
+    Key(
+        "kiosk",
+        "idle_s",
+        float,
+        45.0,
+        "Seconds without a touch before the kiosk goes back to its start screen.",
+        min=3,
+        max=600,
+    ),
 )
 
 _BY_PATH = {k.path: k for k in KEYS}

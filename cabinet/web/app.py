@@ -1,0 +1,186 @@
+"""WebUI: the cabinet part that serves the kiosk, the technician UI and the local JSON API.
+
+One aiohttp application on ``web.host:web.port``. Who may call what:
+
+- ``/kiosk`` and ``/static``: anybody (the page itself holds nothing secret);
+- read API (``/api/slots`` ...), ``/api/scan`` and the live stream: the cabinet itself
+  (loopback: the kiosk screen, ``cabinet status``) or a logged-in technician;
+- technician actions (``/api/tech/...``) and pages (``/tech``): a technician session, and a
+  CSRF token on every POST; no state changes over GET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from . import api, kiosk, pages, tech
+from .auth import Credentials, Sessions, SetupCode, Throttle
+from .diagnostics import LogRing
+from .live import LiveHub, publish_loop
+from .state import health_view, slots_view
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+TEMPLATES = HERE / "templates"
+COOKIE = "cabinet_tech"
+LOCAL = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+UI_KEY: web.AppKey[WebUI] = web.AppKey("ui")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def static_version() -> str:
+    """A short hash of the static files: part of their URLs, so they can be cached for a year."""
+    h = hashlib.sha256()
+    for p in sorted(STATIC.glob("*")):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:10]
+
+
+class WebUI:
+    """The web part of a running cabinet (``start()``/``stop()`` like every part)."""
+
+    def __init__(
+        self, cab: Any, *, clock: Callable[[], float] = time.monotonic, throttle: Throttle | None = None
+    ) -> None:
+        self.cab = cab
+        c = cab.config
+        self.host, self.port = c["web.host"], c["web.port"]
+        self.credentials = Credentials(c.data_dir)
+        self.sessions = Sessions(c["web.session_idle_s"], c["web.session_max_s"], clock)
+        self.throttle = throttle or Throttle(clock=clock)
+        self.setup: SetupCode | None = None
+        self.hub = LiveHub()
+        self.ring = LogRing()
+        self.static_v = static_version()
+        self.app = self._build()
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.bound_port: int | None = None
+
+    # ---- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        logging.getLogger().addHandler(self.ring)
+        if not self.credentials.exists():
+            self.setup = SetupCode()
+            # The one way in on a fresh cabinet: the code is only in the log and the console.
+            log.warning(
+                "technician setup code: %s (one-time: enter it at http://<this cabinet>:%d/tech/login "
+                "to set the first technician password)",
+                self.setup.code,
+                self.port,
+            )
+        if self.cab.controller is not None:
+            self.cab.controller.listeners.append(self.hub.on_domain)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        self._tasks.append(asyncio.create_task(self._listen(), name="web-listen"))
+        self._tasks.append(
+            asyncio.create_task(
+                publish_loop(self.hub, lambda: slots_view(self.cab), lambda: health_view(self.cab)),
+                name="web-live",
+            )
+        )
+
+    async def _listen(self) -> None:
+        """Bind the port; if it is taken, say so and keep trying (renting goes on without the UI)."""
+        delay = 1.0
+        while True:
+            site = web.TCPSite(self._runner, self.host, self.port)  # type: ignore[arg-type]
+            try:
+                await site.start()
+            except OSError as e:
+                level = logging.ERROR if e.errno == errno.EADDRINUSE else logging.CRITICAL
+                log.log(
+                    level,
+                    "web UI cannot listen on %s:%d: %s (retrying in %.0f s)",
+                    self.host,
+                    self.port,
+                    e.strerror,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            server = getattr(site, "_server", None)
+            socks = getattr(server, "sockets", None) or []
+            self.bound_port = socks[0].getsockname()[1] if socks else self.port
+            log.info("web UI on http://%s:%d/ (kiosk /kiosk, technician /tech)", self.host, self.bound_port)
+            return
+
+    async def stop(self) -> None:
+        if self.cab.controller is not None and self.hub.on_domain in self.cab.controller.listeners:
+            self.cab.controller.listeners.remove(self.hub.on_domain)
+        self.hub.close()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await self._runner.cleanup()
+        logging.getLogger().removeHandler(self.ring)
+
+    # ---- application -----------------------------------------------------------------
+
+    def _build(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
+        app[UI_KEY] = self
+        api.add_routes(app)
+        kiosk.add_routes(app)
+        tech.add_routes(app)
+        pages.add_routes(app)
+        app.router.add_get("/", pages.root)
+        app.router.add_static("/static", STATIC)
+        app.on_response_prepare.append(self._headers)
+        return app
+
+    def session_of(self, request: web.Request) -> Any:
+        return self.sessions.get(request.cookies.get(COOKIE))
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Refuse cross-site POSTs outright; the per-route rules are in api/tech/pages."""
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            origin = request.headers.get("Origin")
+            if origin and origin != "null" and origin.split("://", 1)[-1] != request.host:
+                return web.json_response({"error": "cross-site request refused"}, status=403)
+        return await handler(request)
+
+    async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        h = response.headers
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        )
+        if request.path.startswith("/static/"):
+            h["Cache-Control"] = (
+                "public, max-age=31536000, immutable" if request.query.get("v") else "public, max-age=300"
+            )
+        else:
+            h.setdefault("Cache-Control", "no-store")
+
+
+def is_local(request: web.Request) -> bool:
+    """The request comes from the cabinet itself (kiosk screen, ``cabinet status``)."""
+    return (request.remote or "") in LOCAL
+
+
+def ui_of(request: web.Request) -> WebUI:
+    return request.app[UI_KEY]
