@@ -32,7 +32,7 @@ fields = numbers | st.text(max_size=12) | st.sampled_from(["PB000001", "PB000002
 def csv_texts(draw: st.DrawFn) -> str:
     cols = list(TELEMETRY_COLUMNS)
     if draw(st.integers(0, 4)) == 0:
-        cols = draw(st.permutations(cols + ["extra"]))
+        cols = draw(st.permutations([*cols, "extra"]))
     if draw(st.integers(0, 9)) == 0:
         cols.remove(draw(st.sampled_from(TELEMETRY_COLUMNS)))
     rows = [cols]
