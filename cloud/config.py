@@ -56,6 +56,33 @@ class CloudConfig:
     )
     login_window_s: int = field(default=900, metadata={"help": "window of the login rate limit, seconds"})
     scrypt_n: int = field(default=2**14, metadata={"help": "scrypt cost parameter N (power of two)"})
+    data_dir: str = field(
+        default="cloud-data",
+        metadata={"help": "directory of the cloud's signing key and provisioning CA (keep it private)"},
+    )
+    broker_host: str = field(
+        default="", metadata={"help": "MQTT broker of the fleet; empty: no fleet link (HTTP API only)"}
+    )
+    broker_port: int = field(default=8883, metadata={"help": "MQTT broker port"})
+    mqtt_tls: bool = field(default=True, metadata={"help": "TLS (and mutual TLS with a cert) to the broker"})
+    mqtt_ca_file: str = field(default="", metadata={"help": "CA certificate of the broker (TLS)"})
+    mqtt_cert_file: str = field(
+        default="", metadata={"help": "this worker's client certificate (mutual TLS)"}
+    )
+    mqtt_key_file: str = field(default="", metadata={"help": "this worker's client key (mutual TLS)"})
+    mqtt_client_id: str = field(
+        default="", metadata={"help": "MQTT client id, unique per worker; empty: cloud-<host>-<pid>"}
+    )
+    command_ttl_s: int = field(
+        default=120, metadata={"help": "operator commands expire after this many seconds"}
+    )
+    config_ttl_s: int = field(
+        default=30 * 24 * 3600, metadata={"help": "validity of a signed cabinet config, seconds"}
+    )
+    config_resign_margin_s: int = field(
+        default=7 * 24 * 3600, metadata={"help": "re-sign a cabinet config this long before it expires"}
+    )
+    pass_ttl_s: int = field(default=24 * 3600, metadata={"help": "validity of an offline rent pass, seconds"})
 
     @classmethod
     def load(cls, path: str | Path) -> CloudConfig:
@@ -80,6 +107,8 @@ class CloudConfig:
             want = type(getattr(cls(), key))
             if want is int and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"{source}: cloud.{key} must be an integer, got {value!r}")
+            if want is bool and not isinstance(value, bool):
+                raise ConfigError(f"{source}: cloud.{key} must be true or false, got {value!r}")
             if want is str and not isinstance(value, str):
                 raise ConfigError(f"{source}: cloud.{key} must be a string, got {value!r}")
             kwargs[key] = value
@@ -90,6 +119,9 @@ class CloudConfig:
             "eject_timeout_s",
             "session_ttl_s",
             "login_window_s",
+            "command_ttl_s",
+            "config_ttl_s",
+            "pass_ttl_s",
         ):
             if getattr(cfg, key) <= 0:
                 raise ConfigError(f"{source}: cloud.{key} must be positive")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Engine,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     text,
 )
 
@@ -257,8 +260,11 @@ commands = Table(
     Column("args", Text, nullable=False),  # JSON
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
-    Column("status", String(16), nullable=False),  # queued sent ok failed expired
+    Column("status", String(16), nullable=False),  # queued sent received ok failed expired
     Column("result", Text),
+    Column("payload", LargeBinary),  # the signed envelope, so a resend is byte-identical
+    Column("sent_at", Float),
+    Column("finished_at", Float),
     UniqueConstraint("cabinet_id", "counter"),
 )
 
@@ -296,6 +302,91 @@ orphan_returns = Table(
     Column("boot_id", String(64), nullable=False),
     Column("received_at", Float, nullable=False),
     Column("matched_rental_id", String(64)),
+)
+
+# --- the fleet side: ingest progress, the fleet view, alerts, signed config ---------------------
+
+fleet_cabinets = Table(
+    "fleet_cabinets",
+    metadata,
+    Column("cabinet_id", String(64), primary_key=True),
+    Column("applied_seq", BigInteger, nullable=False, server_default="0"),  # highest contiguous applied
+    Column("online", Boolean),
+    Column("state_at", Float),  # the cabinet's time of its last State message
+    Column("last_seen", Float),  # cloud time of the last message of any kind
+    Column("backlog", BigInteger),  # unacked events the cabinet last reported
+    Column("versions", Text),  # JSON
+    Column("counts", Text),  # JSON
+    Column("telemetry_at", Float),
+)
+
+fleet_slots = Table(
+    "fleet_slots",
+    metadata,
+    Column("cabinet_id", String(64), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("battery_sn", String(64)),
+    Column("soc", Integer),
+    Column("temp_dc", Integer),
+    Column("voltage_mv", Integer),
+    Column("current_ma", Integer),
+    Column("faults", BigInteger),
+    Column("quarantined", Boolean, nullable=False, server_default=false()),
+    Column("fault_kind", String(64)),
+    Column("updated_at", Float, nullable=False),
+)
+
+fleet_alerts = Table(
+    "fleet_alerts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cabinet_id", String(64), nullable=False, index=True),
+    Column("kind", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),  # info warning critical
+    Column("detail", Text),
+    Column("seq", BigInteger),
+    Column("event_id", String(64)),
+    Column("dedupe_key", String(200), nullable=False, unique=True),
+    Column("at", Float, nullable=False),
+    Column("acknowledged_at", Float),
+)
+
+cabinet_event_conflicts = Table(
+    "cabinet_event_conflicts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cabinet_id", String(64), nullable=False, index=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("stored_event_id", String(64)),  # what the cloud already holds at (cabinet, seq)
+    Column("type", String(48), nullable=False),
+    Column("at_wall", Float, nullable=False),
+    Column("at_mono", Float, nullable=False),
+    Column("boot_id", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("received_at", Float, nullable=False),
+    UniqueConstraint("cabinet_id", "event_id"),
+)
+
+config_versions = Table(
+    "config_versions",
+    metadata,
+    Column("counter", Integer, primary_key=True),  # one increasing sequence for the whole fleet
+    Column("cabinet_id", String(64), nullable=False, index=True),
+    Column("issued_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # the signed envelope, published retained
+    Column("published_at", Float),
+)
+
+cabinet_settings = Table(
+    "cabinet_settings",
+    metadata,
+    Column("cabinet_id", String(64), primary_key=True),  # or "*" for the fleet's defaults
+    Column("rentable_min_soc", Integer),
+    Column("power_budget_w", Integer),
+    Column("battery_deny_list", Text),  # JSON array of SNs
+    Column("updated_at", Float, nullable=False),
 )
 
 sandbox_holds = Table(
