@@ -24,7 +24,16 @@ from cloud import money
 from cloud.api_schema import ROUTES, Route, openapi
 from cloud.billing import BillingError
 from cloud.config import CloudConfig
-from cloud.db import make_engine, migrate, schema_revision
+from cloud.db import audit_log, make_engine, migrate, schema_revision
+from cloud.fleet import (
+    CommandRefused,
+    FleetLink,
+    FleetSettings,
+    Signatures,
+    load_or_create_key,
+    mqtt_options_from,
+)
+from cloud.fleet.http import FleetHandlers, FleetNotFound, FleetUnavailable
 from cloud.merchants import CatalogError
 from cloud.payments import SIGNATURE_HEADER, SandboxProvider, WebhookInbox, WebhookRejected
 from cloud.pricing import Tariff, TariffError
@@ -39,6 +48,7 @@ from cloud.users import (
     User,
     UserError,
 )
+from sync.signing import Signer
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +61,10 @@ class CloudContext:
         config: CloudConfig,
         clock: Callable[[], float] = time.time,
         command_sink: Callable[[EjectCommand], Any] | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.config = config
+        self._signer = signer
         self.clock = clock
         self.engine = make_engine(config.database_url)
         if config.provider != "sandbox":
@@ -80,8 +92,44 @@ class CloudContext:
             window_s=config.login_window_s,
             scrypt_n=config.scrypt_n,
         )
-        # the lead's MQTT side replaces this with "sign and publish on cab/v1/{cabinet}/cmd"
-        self.command_sink = command_sink or (lambda cmd: log.info("eject command queued: %s", cmd))
+        self.signatures = Signatures(self.engine, self.rentals, lambda: self.signer, clock)
+        self.fleet: FleetLink | None = None
+        if config.broker_host:
+            settings = FleetSettings(
+                command_ttl_s=config.command_ttl_s,
+                config_ttl_s=config.config_ttl_s,
+                config_resign_margin_s=config.config_resign_margin_s,
+            )
+            self.fleet = FleetLink(
+                self.engine, self.rentals, self.signatures, mqtt_options_from(config), settings, clock
+            )
+        # an app rental's eject: signed and published on cab/v1/{cabinet}/cmd by the fleet link
+        default_sink = (
+            self.fleet.send_eject
+            if self.fleet
+            else (lambda cmd: log.warning("no fleet link: eject %s stays queued", cmd.cmd_id))
+        )
+        self.command_sink = command_sink or default_sink
+
+    @property
+    def signer(self) -> Signer:
+        """The cloud's signing key: given, or made once in ``data_dir`` (never in the repository)."""
+        if self._signer is None:
+            self._signer = load_or_create_key(self.config.data_dir, self.clock()).signer
+        return self._signer
+
+    def audit(self, actor_user_id: int | None, action: str, target: str, detail: Any) -> None:
+        """Write an operator action to the audit log."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                audit_log.insert().values(
+                    at=self.clock(),
+                    actor_user_id=actor_user_id,
+                    action=action,
+                    target=target,
+                    detail=json.dumps(detail, default=str),
+                )
+            )
 
     def housekeeping(self) -> dict[str, Any]:
         """One sweep: the provider's own expiries and webhooks, then the rental sweep."""
@@ -107,9 +155,14 @@ def create_app(
     command_sink: Callable[[EjectCommand], Any] | None = None,
     run_migrations: bool = True,
     background: bool = True,
+    signer: Signer | None = None,
 ) -> web.Application:
-    """Build the aiohttp application (migrates the database first unless told not to)."""
-    ctx = CloudContext(config, clock, command_sink)
+    """Build the aiohttp application (migrates the database first unless told not to).
+
+    With ``config.broker_host`` set, the fleet link (MQTT ingest, commands, config) runs with
+    the app; ``signer`` replaces the key kept in ``config.data_dir`` (tests).
+    """
+    ctx = CloudContext(config, clock, command_sink, signer)
     if run_migrations:
         migrate(ctx.engine)
     app = web.Application(middlewares=[_errors], client_max_size=256 * 1024)
@@ -119,6 +172,8 @@ def create_app(
         app.router.add_route(route.method, route.path, _wrap(route, getattr(api, route.handler)))
     if background:
         app.cleanup_ctx.append(_sweeper)
+    if ctx.fleet is not None:
+        app.cleanup_ctx.append(_fleet_link)
     app.on_cleanup.append(_dispose)
     return app
 
@@ -139,6 +194,14 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _fleet_link(app: web.Application) -> AsyncIterator[None]:
+    fleet = app[CTX].fleet
+    assert fleet is not None
+    await fleet.start()
+    yield
+    await fleet.stop()
 
 
 async def _dispose(app: web.Application) -> None:
@@ -179,6 +242,12 @@ def _to_api_error(e: Exception) -> ApiError | None:
             return ApiError(400, "bad_request", str(e))
         case WebhookRejected():
             return ApiError(400, "webhook_rejected", str(e))
+        case CommandRefused():
+            return ApiError(404 if str(e).startswith("unknown cabinet") else 400, "command_refused", str(e))
+        case FleetNotFound():
+            return ApiError(404, "not_found", str(e))
+        case FleetUnavailable():
+            return ApiError(503, "no_fleet_link", str(e))
     return None
 
 
@@ -249,6 +318,7 @@ def validate(value: Any, schema: dict[str, Any], where: str) -> list[str]:
             "integer": isinstance(value, int) and not isinstance(value, bool),
             "boolean": isinstance(value, bool),
             "null": value is None,
+            "array": isinstance(value, list),
         }
         if not any(ok.get(k, False) for k in kinds):
             return [f"{where} must be {' or '.join(kinds)}"]
@@ -263,6 +333,9 @@ def validate(value: Any, schema: dict[str, Any], where: str) -> list[str]:
                 problems += validate(item, props[key], f"{where}.{key}")
             elif schema.get("additionalProperties") is False:
                 problems.append(f"{where}.{key} is not a known field")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            problems += validate(item, schema.get("items", {}), f"{where}[{i}]")
     elif isinstance(value, str):
         if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", 10**9):
             problems.append(
@@ -298,7 +371,7 @@ def _date(request: web.Request, name: str) -> date:
         raise ApiError(400, "bad_request", f"query parameter {name}={raw!r} is not a date YYYY-MM-DD") from e
 
 
-class _Handlers:
+class _Handlers(FleetHandlers):
     """One coroutine per route of api_schema.ROUTES, named by its ``handler``."""
 
     def __init__(self, ctx: CloudContext) -> None:

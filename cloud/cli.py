@@ -22,6 +22,8 @@ examples:
   cabinet-cloud serve --config cloud.toml
   cabinet-cloud money-check --config cloud.toml
   cabinet-cloud settlement --config cloud.toml 1 --from 2026-09-01 --to 2026-10-01 --format csv
+  cabinet-cloud keys --config cloud.toml
+  cabinet-cloud provision --config cloud.toml CAB-0001 --out ./CAB-0001 --broker-host mqtt.example.com --register
 
 Without --config the defaults apply (SQLite file ./cloud.db); --database overrides the file's.
 """
@@ -88,6 +90,28 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "sweep", parents=[common], help="run one sweep now (timeouts, early captures, purchases)"
     )
+
+    s = sub.add_parser(
+        "keys",
+        parents=[common],
+        help="create (once) and show the cloud's signing key as the 'keyid:base64' line cabinets trust",
+    )
+    s.add_argument("--data-dir", type=Path, help="the cloud's data directory (overrides cloud.data_dir)")
+
+    s = sub.add_parser(
+        "provision",
+        parents=[common],
+        help="create a cabinet's identity: client certificate, config file, secrets bundle",
+    )
+    s.add_argument("cabinet_id", help="the cabinet's id (its MQTT client id and certificate CN)")
+    s.add_argument("--out", type=Path, required=True, help="directory to write the cabinet's files into")
+    s.add_argument("--data-dir", type=Path, help="the cloud's data directory (overrides cloud.data_dir)")
+    s.add_argument("--ca", type=Path, help="fleet CA directory of deploy/pki.py (default DATA_DIR/pki)")
+    s.add_argument("--broker-host", default="mqtt.example.com", help="broker name the cabinet connects to")
+    s.add_argument("--broker-port", type=int, default=8883)
+    s.add_argument("--tls-dir", default="/etc/cabinet/tls", help="where the TLS files go on the cabinet")
+    s.add_argument("--register", action="store_true", help="also register the cabinet in the database")
+    s.add_argument("--venue", type=int, help="venue id when registering")
     return p
 
 
@@ -208,6 +232,49 @@ def cmd_sweep(cfg: CloudConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(cfg: CloudConfig, args: argparse.Namespace) -> int:
+    from cloud.fleet.keys import load_or_create_key
+
+    key = load_or_create_key(args.data_dir or cfg.data_dir)
+    print(f"signing key {key.key_id} in {key.path}; cabinets trust it as (sync.cloud_keys):", file=sys.stderr)
+    print(key.config_line)
+    return 0
+
+
+def cmd_provision(cfg: CloudConfig, args: argparse.Namespace) -> int:
+    from cloud.fleet.provision import provision
+
+    done = provision(
+        args.cabinet_id,
+        args.out,
+        args.data_dir or Path(cfg.data_dir),
+        ca_dir=args.ca,
+        broker_host=args.broker_host,
+        broker_port=args.broker_port,
+        tls_dir=args.tls_dir,
+    )
+    if args.register:
+        from cloud.merchants import Catalog
+
+        Catalog(_engine(cfg), time.time).add_cabinet(args.cabinet_id, args.venue)
+    print(
+        json.dumps(
+            {
+                "cabinet": done.cabinet_id,
+                "config": str(done.config_file),
+                "certificate": str(done.cert),
+                "key": str(done.key),
+                "ca": str(done.ca),
+                "bundle": str(done.bundle),
+                "cloud_key": done.cloud_key_line,
+                "registered": bool(args.register),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
 COMMANDS = {
     "serve": cmd_serve,
     "migrate": cmd_migrate,
@@ -216,6 +283,8 @@ COMMANDS = {
     "create-merchant": cmd_create_merchant,
     "create-user": cmd_create_user,
     "sweep": cmd_sweep,
+    "keys": cmd_keys,
+    "provision": cmd_provision,
 }
 
 if __name__ == "__main__":

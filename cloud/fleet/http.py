@@ -1,0 +1,142 @@
+"""HTTP handlers of the fleet: the operator's view and commands, and the renter's offline passes.
+
+Mixed into ``cloud.app``'s handler class (routes declared in ``cloud.api_schema``); errors are
+raised as the exceptions below and turned into JSON errors by ``cloud.app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from cloud.fleet import view
+from cloud.fleet.commands import CommandRefused
+
+
+class FleetNotFound(LookupError):
+    """No such cabinet, command, alert or pass (the message says which)."""
+
+
+class FleetUnavailable(RuntimeError):
+    """This cloud process has no MQTT link to the fleet (``broker_host`` is not set)."""
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise CommandRefused(f"query parameter {name}={raw!r} must be an integer in {lo}..{hi}")
+    return int(raw)
+
+
+class FleetHandlers:
+    """Route handlers; ``self.ctx`` is the ``CloudContext``."""
+
+    ctx: Any
+
+    def _fleet(self) -> Any:
+        if self.ctx.fleet is None:
+            raise FleetUnavailable("this cloud process has no MQTT link to the fleet (set cloud.broker_host)")
+        return self.ctx.fleet
+
+    # --- operator ------------------------------------------------------------------------
+
+    async def fleet_cabinets(self, request: web.Request, user: Any, body: None) -> web.Response:
+        return _json(await asyncio.to_thread(view.list_cabinets, self.ctx.engine, self.ctx.clock()))
+
+    async def fleet_cabinet(self, request: web.Request, user: Any, body: None) -> web.Response:
+        cab = request.match_info["cabinet_id"]
+        found = await asyncio.to_thread(view.cabinet_detail, self.ctx.engine, cab, self.ctx.clock())
+        if found is None:
+            raise FleetNotFound(f"no cabinet {cab}")
+        return _json(found)
+
+    async def fleet_events(self, request: web.Request, user: Any, body: None) -> web.Response:
+        cab = request.match_info["cabinet_id"]
+        after = _int_query(request, "after", 0, 0, 2**62)
+        limit = _int_query(request, "limit", 500, 1, 5000)
+        rows = await asyncio.to_thread(
+            view.events, self.ctx.engine, cab, after, limit, request.query.get("type")
+        )
+        return _json(rows)
+
+    async def fleet_alerts(self, request: web.Request, user: Any, body: None) -> web.Response:
+        open_only = request.query.get("all") not in ("1", "true")
+        rows = await asyncio.to_thread(view.alerts, self.ctx.engine, request.query.get("cabinet"), open_only)
+        return _json(rows)
+
+    async def fleet_ack_alert(self, request: web.Request, user: Any, body: None) -> web.Response:
+        raw = request.match_info["alert_id"]
+        if not raw.isdigit():
+            raise FleetNotFound(f"no alert {raw!r}")
+        if not await asyncio.to_thread(view.acknowledge_alert, self.ctx.engine, int(raw), self.ctx.clock()):
+            raise FleetNotFound(f"no open alert {raw}")
+        return _json({"id": int(raw), "acknowledged": True})
+
+    async def fleet_send_command(self, request: web.Request, user: Any, body: dict) -> web.Response:
+        cab = request.match_info["cabinet_id"]
+        cmd = await self._fleet().send_command(cab, body["kind"], body.get("args") or {}, body.get("ttl_s"))
+        await asyncio.to_thread(
+            self.ctx.audit, user.id, "send_command", cab, {"cmd_id": cmd.cmd_id, "kind": cmd.kind}
+        )
+        return _json(await asyncio.to_thread(view.command, self.ctx.engine, cmd.cmd_id), 202)
+
+    async def fleet_command(self, request: web.Request, user: Any, body: None) -> web.Response:
+        found = await asyncio.to_thread(view.command, self.ctx.engine, request.match_info["cmd_id"])
+        if found is None:
+            raise FleetNotFound(f"no command {request.match_info['cmd_id']}")
+        return _json(found)
+
+    async def fleet_config(self, request: web.Request, user: Any, body: dict) -> web.Response:
+        cab = request.match_info["cabinet_id"]
+        settings = {
+            k: body[k] for k in ("rentable_min_soc", "power_budget_w", "battery_deny_list") if k in body
+        }
+        if settings:
+            await asyncio.to_thread(self.ctx.signatures.set_settings, cab, **settings)
+        if cab == "*":
+            cabinets = [c["id"] for c in await asyncio.to_thread(view.list_cabinets, self.ctx.engine, 0.0)]
+        else:
+            cabinets = [cab]
+        published = []
+        for c in cabinets:
+            cfg = await self._fleet().publish_config(c)
+            published.append({"cabinet": c, "counter": cfg.counter, "expires_at": cfg.expires_at})
+        await asyncio.to_thread(self.ctx.audit, user.id, "publish_config", cab, settings)
+        return _json({"settings": settings, "published": published})
+
+    # --- renter --------------------------------------------------------------------------
+
+    async def create_pass(self, request: web.Request, user: Any, body: dict) -> web.Response:
+        ttl = min(int(body.get("ttl_s") or self.ctx.config.pass_ttl_s), self.ctx.config.pass_ttl_s)
+        p, text = await asyncio.to_thread(
+            self.ctx.signatures.issue_pass, user.id, ttl, int(body.get("max_rentals") or 1)
+        )
+        return _json(_pass_json(p, text), 201)
+
+    async def get_pass(self, request: web.Request, user: Any, body: None) -> web.Response:
+        try:
+            p, text = await asyncio.to_thread(
+                self.ctx.signatures.pass_text, user.id, request.match_info["pass_id"]
+            )
+        except LookupError as e:
+            raise FleetNotFound(str(e)) from e
+        return _json(_pass_json(p, text))
+
+
+def _pass_json(p: Any, text: str) -> dict[str, Any]:
+    return {
+        "pass_id": p.pass_id,
+        "issued_at": p.issued_at,
+        "expires_at": p.expires_at,
+        "max_rentals": p.max_rentals,
+        "qr_text": text,
+    }
