@@ -350,18 +350,20 @@ class Controller:
     async def recover(self, observations: Iterable[Observation]) -> None:
         """After a restart: settle rent requests that a crash or power cut left open.
 
-        A requested rental whose battery is no longer in any slot the ledger remembers is
-        started (the renter has it). One whose battery is still presented (popped out, not yet
-        taken: the crash came during the eject) is watched like an eject in progress: started
-        if the renter takes it within the eject timeout, aborted as interrupted if not. Anything
-        else is aborted as interrupted. Call before the first ``on_scan``.
+        A requested rental whose battery is no longer in any slot the ledger remembers (the
+        slot is empty, or holds another battery returned since) is started: the renter has
+        it. One whose battery is still presented (popped out, not yet taken: the crash came
+        during the eject) is watched like an eject in progress: started if the renter takes it
+        within the eject timeout, aborted as interrupted if not. Anything else is aborted as
+        interrupted. Call before the first ``on_scan``.
         """
         obs = {o.slot: o for o in observations}
         for rental in await self.ledger.open_rentals():
             if rental.state != "requested":
                 continue
             held = [s for s in await self.ledger.slots() if s.sn and (o := obs.get(s.slot)) is not None and o.known]
-            gone = [s for s in held if not obs[s.slot].present]
+            # the held battery left: the slot is empty, or another battery was pushed in since
+            gone = [s for s in held if not obs[s.slot].present or (obs[s.slot].has_battery and obs[s.slot].sn != s.sn)]
             presented = [s for s in held if obs[s.slot].present and not obs[s.slot].seated]
             req = RentRequest(rental.rental_id, rental.source or "cloud", rental.user, rental.pass_id, rental.cmd_id)
             if len(gone) == 1 and not presented:

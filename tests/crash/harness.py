@@ -70,6 +70,12 @@ class Stats:
     unhealthy: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    timeline: list[str] = field(
+        default_factory=list
+    )  # what happened when (CLOCK_BOOTTIME, as the ledger's at_mono)
+
+    def note(self, what: str) -> None:
+        self.timeline.append(f"{time.clock_gettime(time.CLOCK_BOOTTIME):.3f} {what}")
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -81,6 +87,7 @@ class Stats:
             "returns": len(self.inserts),
             "acknowledged_outcomes": dict(Counter(a[1] for a in self.acks)),
             "seconds": round(self.seconds, 1),
+            "kills_per_s": round(self.kills / self.seconds, 2) if self.seconds else None,
         }
 
 
@@ -164,6 +171,9 @@ class Launcher:
         self.lines: asyncio.Queue[list[str]] = asyncio.Queue()
         self.listeners: list[asyncio.Queue[list[str]]] = []
         self._reader: asyncio.Task[None] | None = None
+        self._started_at: dict[str, float] = {}  # pid -> when it was forked
+        self.last_ready_start = 0.0  # fork time of the newest cabinet that finished start-up
+        self.acked_at: dict[str, float] = {}  # battery -> when a cabinet last acknowledged its rental
 
     async def start(self) -> Launcher:
         env = {**os.environ, "CABINET_SIM_GPIO": self.sim.info["gpio"], "PYTHONPATH": str(ROOT)}
@@ -189,10 +199,18 @@ class Launcher:
             words = line.decode(errors="replace").split()
             if not words:
                 continue
-            if words[0] == "out" and len(words) == 7:
+            now = time.monotonic()
+            if words[0] == "started":
+                self._started_at[words[1]] = now
+            elif words[0] == "ready":
+                self.last_ready_start = max(self.last_ready_start, self._started_at.get(words[1], 0.0))
+            elif words[0] == "out" and len(words) == 7:
                 self.stats.acks.append((words[2], words[3], words[4], int(words[5]), words[6]))
+                if words[3] == "started":
+                    self.acked_at[words[6]] = now
             elif words[0] == "unhealthy":
                 self.stats.unhealthy.append(" ".join(words[1:]))
+            self.stats.note(" ".join(words))
             for q in [self.lines, *self.listeners]:
                 q.put_nowait(words)
 
@@ -236,6 +254,11 @@ class Renter:
     TAKE_WITHIN_S of seeing it (the cabinet waits EJECT_TIMEOUT_S, the simulator pushes the
     pack back after RESEAT_S, so a take is never later than the cabinet's patience), and
     brings a battery it holds back into a random empty slot now and then.
+
+    With a ``launcher``, a battery is brought back only once a cabinet could have seen it
+    gone: its rental was acknowledged, or a cabinet forked after the take finished start-up
+    (its recovery scan came after the take). A battery taken and put back while no cabinet
+    was looking leaves no trace any cabinet could find, so no check could ask for one.
     """
 
     def __init__(
@@ -246,8 +269,10 @@ class Renter:
         p_take: float = 0.85,
         returns_per_s: float = 1.5,
         poll_s: float = 0.02,
+        launcher: Launcher | None = None,
     ) -> None:
-        self.url, self.stats, self.rng = url, stats, rng
+        self.url, self.stats, self.rng, self.launcher = url, stats, rng, launcher
+        self._taken_at: dict[str, float] = {}
         self.p_take, self.returns_per_s, self.poll_s = p_take, returns_per_s, poll_s
         self.events: list[asyncio.Queue[tuple[str, str, int]]] = []
         self._plans: dict[tuple[int, str], float | None] = {}  # (slot, sn) presented -> take at
@@ -295,18 +320,29 @@ class Renter:
                     status, body = await self._post("/take", {"slot": slot})
                     if status == 200:
                         self.stats.takes.append((body["sn"], slot))
+                        self._taken_at[body["sn"]] = time.monotonic()
+                        self.stats.note(f"renter took {body['sn']} from slot {slot}")
                         self._tell("take", body["sn"], slot)
                     else:
                         self.stats.missed_takes += 1
+                        self.stats.note(f"renter missed slot {slot}: {body}")
             if st["out"] and self.rng.random() < self.returns_per_s * (now - last):
                 empty = [s["slot"] for s in st["slots"] if s["battery"] is None]
-                if empty:
-                    sn, slot = self.rng.choice(st["out"]), self.rng.choice(empty)
+                held = [sn for sn in st["out"] if self._seen_gone(sn)]
+                if empty and held:
+                    sn, slot = self.rng.choice(held), self.rng.choice(empty)
                     status, body = await self._post("/insert", {"slot": slot, "sn": sn})
                     if status == 200:
                         self.stats.inserts.append((sn, slot))
+                        self.stats.note(f"renter put {sn} into slot {slot}")
                         self._tell("insert", sn, slot)
             last = now
+
+    def _seen_gone(self, sn: str) -> bool:
+        taken = self._taken_at.get(sn)
+        if self.launcher is None or taken is None:
+            return True
+        return self.launcher.acked_at.get(sn, 0.0) > taken or self.launcher.last_ready_start > taken
 
     async def pause(self) -> None:
         """Stop acting (a take already decided is dropped: the pack goes back)."""
@@ -405,6 +441,8 @@ async def kill_loop(
     kills: int,
     rng: random.Random,
     deadline: float | None = None,
+    verify_every: int = 0,
+    ledger_path: Path | None = None,
 ) -> None:
     """Start a renting cabinet, SIGKILL it at a random point, again, ``kills`` times."""
     for i in range(kills):
@@ -417,6 +455,7 @@ async def kill_loop(
             stats.fallback_kills += 1
         await asyncio.sleep(rng.uniform(0, delays[trigger]))
         with contextlib.suppress(ProcessLookupError):
+            stats.note(f"SIGKILL {pid} ({trigger})")
             os.kill(pid, signal.SIGKILL)
         words = await launcher.expect("exit")
         if words[1] != str(pid) or words[2] != "-9":
@@ -425,6 +464,12 @@ async def kill_loop(
             )
         stats.kills += 1
         stats.kill_points[trigger] += 1
+        if verify_every and ledger_path is not None and stats.kills % verify_every == 0:
+            rc, out = await verify_cli(ledger_path)  # between two cabinets: nobody writes
+            if rc:
+                stats.errors.append(
+                    f"after kill {stats.kills}: cabinet ledger verify exit {rc}: {out[-2000:]}"
+                )
 
 
 async def settle(launcher: Launcher, renter: Renter, ledger_path: Path, timeout: float = 15.0) -> int:
@@ -622,7 +667,9 @@ class RunResult:
     recovery: dict[str, int]
 
 
-async def run_crash(work: Path, kills: int, seed: int, max_seconds: float | None = None) -> RunResult:
+async def run_crash(
+    work: Path, kills: int, seed: int, max_seconds: float | None = None, verify_every: int = 0
+) -> RunResult:
     """The whole crash run in ``work``: start everything, kill ``kills`` times, settle, check."""
     await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -635,14 +682,15 @@ async def run_crash(work: Path, kills: int, seed: int, max_seconds: float | None
         write_config(work, sim.info["pty"], f"k1:{public_key_b64(signer.public_key)}")
         write_passes(work, signer)
         launcher = await Launcher(work, sim, stats).start()
-        renter = await Renter(sim.url, stats, random.Random(seed + 1)).start()
+        renter = await Renter(sim.url, stats, random.Random(seed + 1), launcher=launcher).start()
         deadline = None if max_seconds is None else t0 + max_seconds
-        await kill_loop(launcher, renter, stats, kills, rng, deadline)
-        await renter.pause()
         ledger_path = work / "data" / "ledger.db"
+        await kill_loop(launcher, renter, stats, kills, rng, deadline, verify_every, ledger_path)
+        await renter.pause()
         await settle(launcher, renter, ledger_path)
         sim_state = await renter.state()
         stats.seconds = time.monotonic() - t0
+        await asyncio.to_thread((work / "timeline.log").write_text, "\n".join(stats.timeline) + "\n")
         rc, out = await verify_cli(ledger_path)
         problems = stats.errors + [f"cabinet unhealthy: {u}" for u in stats.unhealthy]
         problems += check_run(ledger_path, sim_state, stats)
@@ -661,10 +709,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
     ap.add_argument("--max-seconds", type=float, help="stop killing after this long")
     ap.add_argument("--work", type=Path, help="keep the run's files here (default: a temporary dir)")
+    ap.add_argument("--verify-every", type=int, default=0, help="also run ledger verify after every N kills")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="crash-") as tmp:
         work = args.work or Path(tmp)
-        res = asyncio.run(run_crash(work, args.kills, args.seed, args.max_seconds))
+        res = asyncio.run(run_crash(work, args.kills, args.seed, args.max_seconds, args.verify_every))
     summary = {
         "seed": args.seed,
         **res.stats.summary(),
