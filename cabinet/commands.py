@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cabinet.controller import Controller, RentRequest
-from cabinet.ledger import Ledger
+from cabinet.ledger import Ledger, LedgerUnwritable
 from cabinet.trust import Trust
 from sync.commands import Command, CommandKind
 from sync.errors import Duplicate, ProtocolError, SecurityRejection
@@ -34,7 +34,7 @@ class CommandHandler:
         """Handle one ``cmd`` message; returns the command when it was accepted and applied."""
 
         def accept(led: Ledger) -> Command | None:
-            with led.db.atomic():
+            with led.atomic():
                 cmd = self.trust.verifier(led).verify_command(payload)
                 if led.command_seen(cmd.cmd_id) is not None:
                     return None
@@ -43,6 +43,11 @@ class CommandHandler:
 
         try:
             cmd = await self.ledger.run(accept)
+        except LedgerUnwritable as e:
+            # card full or read-only: not accepted, so not acted on; the cloud's eject times out
+            # (and its hold is released) or it sends the command again later
+            log.error("command not accepted, storage not writable: %s", e)
+            return None
         except Duplicate:
             return None  # at-least-once redelivery of something already accepted
         except SecurityRejection as e:
@@ -57,10 +62,16 @@ class CommandHandler:
             return None
         try:
             ok, detail = await self.apply(cmd)
+        except LedgerUnwritable as e:
+            ok, detail = False, f"refused: storage_unwritable ({e.reason})"
         except Exception as e:  # the result must be recorded whatever happens
             log.exception("command %s (%s) failed", cmd.cmd_id, cmd.kind.value)
             ok, detail = False, f"error: {e}"
-        await self.ledger.record("command_result", cmd_id=cmd.cmd_id, ok=ok, detail=detail[:2000])
+        try:
+            await self.ledger.record("command_result", cmd_id=cmd.cmd_id, ok=ok, detail=detail[:2000])
+        except LedgerUnwritable as e:  # only when the card filled up completely meanwhile
+            log.error("command %s result not recorded (%s): %s", cmd.cmd_id, detail, e)
+        log.info("command %s (%s): %s: %s", cmd.cmd_id, cmd.kind.value, "ok" if ok else "failed", detail)
         return cmd
 
     async def apply(self, cmd: Command) -> tuple[bool, str]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from cabinet.controller import Controller, RentOutcome, RentRequest
+from cabinet.ledger import LedgerUnwritable
 from sync.errors import Expired, Forged, ProtocolError, Revoked, SecurityRejection, UnknownKey
 from sync.signing import Verifier
 
@@ -31,6 +32,7 @@ REASONS = {
     "lock_jammed": "The slot did not open. Please try again.",
     "not_taken": "The battery was not taken, so nothing was rented.",
     "ledger_unusable": "This cabinet cannot rent right now (technical fault).",
+    "storage_unwritable": "This cabinet cannot rent right now (its storage is full). Please try another cabinet.",
 }
 
 
@@ -62,6 +64,15 @@ class PassDesk:
 
     async def submit(self, text: str) -> RentOutcome:
         """Verify ``text`` and rent one battery for it, or refuse with a reason from REASONS."""
+        try:
+            return await self._submit(text)
+        except LedgerUnwritable as e:
+            # card full or read-only: nothing was written and no lock was pulsed (the ledger
+            # refuses a rental's first event unless there is room to finish it)
+            log.error("pass refused, storage not writable: %s", e)
+            return RentOutcome("", "refused", "storage_unwritable")
+
+    async def _submit(self, text: str) -> RentOutcome:
         ledger = self.controller.ledger
         text = text.strip()
         try:

@@ -7,12 +7,15 @@ and are pruned by age and by count per battery.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cabinet.observations import Observation
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -54,6 +57,8 @@ class TelemetryStore:
         self.keep_per_battery = keep_per_battery
         self.keep_days = keep_days
         self._last: dict[str, float] = {}
+        self.dropped = 0  # samples lost because the card refused the write (full, read-only)
+        self.problem: str | None = None  # why the last write failed; None once writes work again
 
     def add(self, observations: list[Observation], now: float | None = None) -> int:
         """Store those observations that are due; returns how many were stored."""
@@ -68,7 +73,18 @@ class TelemetryStore:
             self._last[ob.sn] = now
             rows.append((ob.sn, now, ob.slot, ob.voltage_v, ob.current_a, ob.temp_c, ob.soc, ob.cycles))
         if rows:
-            self.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            try:
+                self.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            except sqlite3.OperationalError as e:
+                # telemetry may be thinned: a full or read-only card must never stop the bus poller
+                if self.problem is None:
+                    log.warning("telemetry samples dropped until the card takes writes again: %s", e)
+                self.problem = str(e)
+                self.dropped += len(rows)
+                return 0
+            if self.problem is not None:
+                log.info("telemetry writes work again (%d samples were dropped)", self.dropped)
+                self.problem = None
         return len(rows)
 
     def window(self, sn: str, limit: int = 5000) -> list[Sample]:

@@ -5,7 +5,14 @@ See docs/ledger.md. Names handed on here are the public API.
 
 from .aio import AsyncLedger
 from .backup import Backups
-from .errors import EventBodyError, LedgerCorrupt, LedgerError, LedgerMismatch, LedgerRuleError
+from .errors import (
+    EventBodyError,
+    LedgerCorrupt,
+    LedgerError,
+    LedgerMismatch,
+    LedgerRuleError,
+    LedgerUnwritable,
+)
 from .events import EVENT_TYPES, Event
 from .ledger import Ledger
 from .replay_guard import ReplayWindow
@@ -27,6 +34,7 @@ __all__ = [
     "LedgerError",
     "LedgerMismatch",
     "LedgerRuleError",
+    "LedgerUnwritable",
     "Problem",
     "RentalState",
     "ReplayWindow",

@@ -40,3 +40,14 @@ class LedgerCorrupt(LedgerError):
 
 class LedgerMismatch(LedgerError):
     """The file is a sound ledger but not for this cabinet or this software version."""
+
+
+class LedgerUnwritable(LedgerError):
+    """The storage refuses writes for now (card full, or read-only after I/O errors); nothing
+    was written and the file is still sound. Refuse to start new work (rentals) and retry later:
+    writes succeed again by themselves once space is freed or the card is writable."""
+
+    def __init__(self, path: Path | None, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"ledger {path or ':memory:'} cannot be written now: {reason}")

@@ -4,6 +4,7 @@ recognise corruption and keep a corrupt file aside (never replace it)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -11,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from .errors import LedgerCorrupt, LedgerError
+from .errors import LedgerCorrupt, LedgerError, LedgerUnwritable
 from .schema import configure
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -21,10 +22,34 @@ SIDE_FILES = ("-wal", "-journal")  # -shm is only an index of the WAL, rebuilt o
 CORRUPTION_ERRORS = {"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_FORMAT"}
 
 
+#: SQLite error names that mean the storage refuses to be written (full, read-only card), while
+#: what is on it is still sound: a temporary state, not a reason to distrust the file.
+WRITE_REFUSED_ERRORS = {
+    "SQLITE_FULL",
+    "SQLITE_IOERR_WRITE",
+    "SQLITE_IOERR_FSYNC",
+    "SQLITE_IOERR_DIR_FSYNC",
+    "SQLITE_IOERR_TRUNCATE",
+    "SQLITE_IOERR_SHMSIZE",  # cannot grow the WAL index (-shm) file: no space
+}
+
+
+def is_write_refused(exc: BaseException) -> bool:
+    """True for SQLite errors of a full or read-only card (ENOSPC, EROFS): nothing was written."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name in WRITE_REFUSED_ERRORS or name.startswith("SQLITE_READONLY")
+
+
 def is_corruption(exc: BaseException) -> bool:
     """True for SQLite errors that mean a damaged or unreadable file (not 'busy' or a bug)."""
     name = getattr(exc, "sqlite_errorname", "") or ""
     return name in CORRUPTION_ERRORS or name.startswith("SQLITE_IOERR") or name.startswith("SQLITE_CORRUPT")
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the file system holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -91,7 +116,14 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> WriterLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM):
+                raise LedgerUnwritable(
+                    self.path.with_suffix(""), f"cannot create its lock file ({exc})"
+                ) from exc
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:

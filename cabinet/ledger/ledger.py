@@ -12,19 +12,31 @@ runs every call on a single dedicated writer thread.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
 from . import clock
-from .errors import LedgerCorrupt, LedgerError, LedgerMismatch, LedgerRuleError
+from .errors import LedgerCorrupt, LedgerError, LedgerMismatch, LedgerRuleError, LedgerUnwritable
 from .events import Event, decode_body, encode_body, validate_body
-from .files import WriterLock, check_header, connect, fsync_path, is_corruption, keep_aside
+from .files import (
+    WriterLock,
+    check_header,
+    connect,
+    free_bytes,
+    fsync_path,
+    is_corruption,
+    is_write_refused,
+    keep_aside,
+)
 from .projections import apply
 from .replay import EVENT_COLUMNS, event_from_row, rebuild_projections
 from .replay_guard import DEFAULT_WINDOW, ReplayWindow
@@ -34,9 +46,20 @@ from .views import BatteryState, CommandSeen, RentalState, SlotState
 #: Bytes counted per event on top of its body when sizing an outbox batch.
 EVENT_OVERHEAD = 96
 
+#: Event types that start something the cabinet must then be able to finish and record (a
+#: rental: eject, then started or aborted). They need ``Ledger.reserve_bytes`` free on the card.
+STARTS = frozenset({"rental_requested"})
+
+log = logging.getLogger(__name__)
+
 
 class Ledger:
     """Append events, read projections, track what the cloud acknowledged."""
+
+    #: Free bytes a rental needs on the card before it starts: enough for the events that
+    #: finish it (and the returns meanwhile) even if the card then fills up. ~1 KB per event
+    #: with WAL pages, so 2 MiB leaves room for well over a thousand.
+    reserve_bytes: int = 2 << 20
 
     def __init__(
         self, db: Database, path: Path | None, cabinet_id: str, lock: WriterLock | None = None
@@ -78,6 +101,8 @@ class Ledger:
             except sqlite3.DatabaseError as exc:
                 if conn is not None:
                     conn.close()
+                if is_write_refused(exc):
+                    raise LedgerUnwritable(path, f"SQLite says: {exc}") from exc
                 if is_corruption(exc):
                     raise LedgerCorrupt(path, f"SQLite says: {exc}", keep_aside(path)) from exc
                 raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
@@ -85,7 +110,14 @@ class Ledger:
                 if conn is not None:
                     conn.close()
                 raise
-            ledger.record("ledger_opened", boot_id=clock.boot_id(), version=SCHEMA_VERSION, software=software)
+            try:
+                ledger.record(
+                    "ledger_opened", boot_id=clock.boot_id(), version=SCHEMA_VERSION, software=software
+                )
+            except LedgerUnwritable as exc:
+                # still readable and sound: open it, so the cabinet runs (and refuses to rent) and
+                # writes resume by themselves once the card has room again
+                log.error("ledger opened without its ledger_opened event: %s", exc)
             return ledger
         except BaseException:
             lock.release()
@@ -139,25 +171,76 @@ class Ledger:
         clean = validate_body(type_, body)
         blob = encode_body(clean)
         decoded = decode_body(blob)  # what replay will see, exactly
+        if type_ in STARTS:
+            self._check_reserve(type_)
         stamp = clock.now()
+        with self.atomic():
+            if guard is not None and not self._replay_mark(*guard):
+                return None
+            seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0]
+            event = Event(seq, str(uuid.uuid4()), type_, stamp.at_wall, stamp.at_mono, stamp.boot_id, decoded)
+            self.conn.execute(
+                f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, event.id, type_, event.at_wall, event.at_mono, event.boot_id, blob),
+            )
+            apply(self.conn, event)
+        return event
+
+    def _check_reserve(self, type_: str) -> None:
+        if self.path is None:
+            return
+        free = free_bytes(self.path.parent)
+        if free < self.reserve_bytes:
+            raise LedgerUnwritable(
+                self.path,
+                f"{type_} refused: only {free} bytes free on the card, and starting needs"
+                f" {self.reserve_bytes} in reserve so that what it starts can be finished and recorded",
+            )
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction (a savepoint when nested): use it instead of ``db.atomic()`` so that a
+        full or read-only card raises LedgerUnwritable (with the transaction rolled back) and a
+        damaged file LedgerCorrupt, whether the failure comes at a write or at the COMMIT."""
+        outer = not self.conn.in_transaction
+        with self._writing():
+            try:
+                with self.db.atomic():
+                    yield
+            except BaseException:
+                if outer and self.conn.in_transaction:  # SQLite "may or may not" roll back by itself
+                    with contextlib.suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn SQLite write failures into LedgerUnwritable (full or read-only card: retry
+        later) or LedgerCorrupt (the file cannot be trusted)."""
         try:
-            with self.db.atomic():
-                if guard is not None and not self._replay_mark(*guard):
-                    return None
-                seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0]
-                event = Event(
-                    seq, str(uuid.uuid4()), type_, stamp.at_wall, stamp.at_mono, stamp.boot_id, decoded
-                )
-                self.conn.execute(
-                    f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (seq, event.id, type_, event.at_wall, event.at_mono, event.boot_id, blob),
-                )
-                apply(self.conn, event)
+            yield
         except sqlite3.DatabaseError as exc:
+            if is_write_refused(exc):
+                raise LedgerUnwritable(self.path, f"write refused: {exc} ({exc.sqlite_errorname})") from exc
             if is_corruption(exc):
                 raise LedgerCorrupt(self.path or Path(":memory:"), f"write failed: {exc}") from exc
             raise
-        return event
+
+    def storage_problem(self) -> str | None:
+        """None if a rental may start now; otherwise why not (card full or mounted read-only).
+
+        Cheap (one statvfs, no write), for status pages; a card that went read-only without the
+        mount saying so is only found by the next write, which raises LedgerUnwritable.
+        """
+        if self.path is None:
+            return None
+        if os.statvfs(self.path.parent).f_flag & os.ST_RDONLY:
+            return f"the card holding {self.path} is mounted read-only"
+        try:
+            self._check_reserve("a rental")
+        except LedgerUnwritable as exc:
+            return exc.reason
+        return None
 
     # ---- projections ---------------------------------------------------------------
 
@@ -235,7 +318,7 @@ class Ledger:
         last = self.last_seq
         if seq > last:
             raise LedgerRuleError(f"ack for seq {seq} but the ledger ends at seq {last}")
-        with self.db.atomic():
+        with self.atomic():
             self.conn.execute("UPDATE sync_state SET acked_seq = max(acked_seq, ?) WHERE id = 1", (seq,))
         return self.acked_seq
 
@@ -250,7 +333,7 @@ class Ledger:
         return ReplayWindow.from_row(row[0], row[1]) if row else None
 
     def replay_put(self, key: str, window: ReplayWindow) -> None:
-        with self.db.atomic():
+        with self.atomic():
             self.conn.execute(
                 "INSERT INTO replay_guard (key, high, window, updated_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET high = excluded.high, window = excluded.window,"
@@ -321,9 +404,11 @@ def _precheck(path: Path) -> None:
         ).fetchone():
             problems = ["not a cabinet ledger (no migrations table)"]
     except sqlite3.DatabaseError as exc:
+        if is_write_refused(exc):
+            raise LedgerUnwritable(path, f"cannot even read it, the card refuses writes: {exc}") from exc
         if not is_corruption(exc):
             raise LedgerError(f"cannot read ledger {path}: {exc}") from exc
-        problems = [f"SQLite says: {exc}"]
+        problems = [f"SQLite says: {exc} ({getattr(exc, 'sqlite_errorname', '?')})"]
     finally:
         if conn is not None:
             conn.close()

@@ -1,0 +1,139 @@
+"""Fixtures for the cabinet fault tests: a cabinet + simulator rig whose data directory can be
+filled up or made read-only (a small tmpfs mounted for the test, when the machine allows it).
+
+The rig itself (``Rig``, ``make_config``) is the cabinet tests' one, loaded by path: pytest's
+importlib mode gives each test folder its own conftest namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cabinet.service import Cabinet
+from hardware_sim.cabinet import SimConfig
+from hardware_sim.server import SimServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cabinet_conftest() -> Any:
+    name = "faults_cabinet_conftest"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "cabinet" / "conftest.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_cab = _cabinet_conftest()
+Rig = _cab.Rig
+CloudKeys = _cab.CloudKeys
+make_config = _cab.make_config
+
+
+@dataclass
+class SmallDisk:
+    """A tmpfs of a few MB mounted for one test: the cabinet's SD card, which can fill up or go read-only."""
+
+    path: Path
+
+    def fill(self) -> Path:
+        """Fill every free byte with a ballast file (what a runaway log would do); returns it."""
+        ballast = self.path / "ballast"
+        fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            size = 65536
+            while size:
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    size //= 2
+        finally:
+            os.close(fd)
+        return ballast
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def remount(self, mode: str) -> None:
+        """``ro`` or ``rw``: what the kernel does to an SD card after I/O errors (errors=remount-ro)."""
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(self.path)], check=True)
+
+
+def _can_mount(tmp: Path) -> bool:
+    probe = tmp / "probe"
+    probe.mkdir()
+    try:
+        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
+                            capture_output=True).returncode == 0  # fmt: skip
+        if ok:
+            subprocess.run(["umount", str(probe)], check=True)
+        return ok
+    finally:
+        probe.rmdir()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A 4 MB tmpfs (needs root and mount rights: skipped otherwise)."""
+    if os.geteuid() != 0 or not _can_mount(tmp_path):
+        pytest.skip("needs root with the right to mount a tmpfs (to fill a disk or make it read-only)")
+    d = tmp_path / "sd"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(d)], check=True)
+    try:
+        yield SmallDisk(d)
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            subprocess.run(["mount", "-o", "remount,rw", str(d)], check=False)
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+@pytest.fixture
+def cloud_keys() -> Any:
+    """The cloud's signing key for a test (commands and passes), trusted by ``fault_rig``."""
+    return CloudKeys()
+
+
+@pytest.fixture
+async def fault_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cloud_keys: Any) -> AsyncIterator[Any]:
+    """``await fault_rig(data_dir, **config overrides)``: simulator (8 slots, packs in 1, 2, 3, 5) + cabinet."""
+    stack = contextlib.AsyncExitStack()
+
+    async def make(data_dir: Path | None = None, sim_speed: float = 1.0, **over: dict[str, Any]) -> Any:
+        sim = await stack.enter_async_context(
+            SimServer(SimConfig(slots=8, slots_per_board=4, seed=7, fill=0.0), speed=sim_speed)
+        )
+        for slot, soc in ((1, 0.95), (2, 0.90), (3, 0.50), (5, 0.85)):
+            sim.cabinet.insert(slot, sn=f"PB00000{slot}", soc=soc)
+        monkeypatch.setenv("CABINET_SIM_GPIO", sim.gpio_address)
+        over.setdefault("web", {"enabled": False})
+        over.setdefault("sync", {"enabled": False, "cloud_keys": [cloud_keys.config_entry]})
+        cab = Cabinet(make_config(data_dir or tmp_path, sim.pty_path, 8, **over))
+        await cab.start()
+        stack.push_async_callback(cab.stop)
+        rig = Rig(sim, cab, data_dir or tmp_path)
+        await rig.settle()
+        return rig
+
+    try:
+        yield make
+    finally:
+        await stack.aclose()
