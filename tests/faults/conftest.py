@@ -68,6 +68,10 @@ class SmallDisk:
             os.close(fd)
         return ballast
 
+    def give_back(self, ballast: Path, nbytes: int) -> None:
+        """Shrink the ballast by ``nbytes`` (a little room again, e.g. below the rental reserve)."""
+        os.truncate(ballast, max(0, ballast.stat().st_size - nbytes))
+
     def free_bytes(self) -> int:
         st = os.statvfs(self.path)
         return st.f_bavail * st.f_frsize

@@ -52,8 +52,7 @@ async def test_nearly_full_card_refuses_new_rentals_but_still_records_returns(
 ) -> None:
     rig = await fault_rig(small_disk.path)
     ballast = small_disk.fill()
-    with open(ballast, "r+b") as f:  # give back 512 KB: below the rental reserve, room for events
-        f.truncate(max(0, ballast.stat().st_size - 512 * 1024))
+    small_disk.give_back(ballast, 512 * 1024)  # below the rental reserve, room for events
     assert 0 < small_disk.free_bytes() < Ledger.reserve_bytes
 
     out = await rent_by_pass(rig, cloud_keys, "P-low")
@@ -80,8 +79,7 @@ async def test_cloud_eject_on_a_full_card_is_not_acted_on_and_nothing_crashes(
     assert await rig.ledger.command_seen("C1") is None
 
     # below the reserve but not empty: accepted and recorded, the rent refused with the reason
-    with open(ballast, "r+b") as f:
-        f.truncate(max(0, ballast.stat().st_size - 512 * 1024))
+    small_disk.give_back(ballast, 512 * 1024)
     cmd = await handler.handle(cloud_keys.command("eject", rental_id="R-low", user="u1"))
     assert cmd is not None and nothing_presented(rig)
     results = [e for e in await rig.events("command_result") if e.body["cmd_id"] == cmd.cmd_id]
@@ -163,4 +161,3 @@ def test_telemetry_on_a_full_card_drops_samples_instead_of_failing(small_disk) -
     ballast.unlink()
     assert store.add([ob], now=t + 60) == 1 and store.problem is None
     store.close()
-
