@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Callable, Container
 from dataclasses import dataclass
+from typing import Any
 
 from cabinet.controller import Controller, RentOutcome, RentRequest
 from cabinet.ledger import LedgerUnwritable
@@ -55,7 +56,9 @@ class PassDesk:
     """Takes scanned pass texts and turns good ones into rentals."""
 
     controller: Controller
-    verifier: Callable[[], Verifier]  # the current verifier (keys change with signed config)
+    # the current verifier (keys change with signed config), called with the ledger: its replay
+    # state holds the trusted time floor, so a clock thrown back cannot revive an expired pass
+    verifier: Callable[[Any], Verifier]
     revoked: Callable[[], Container[str]]
     max_per_pass: int = 1
 
@@ -75,8 +78,9 @@ class PassDesk:
     async def _submit(self, text: str) -> RentOutcome:
         ledger = self.controller.ledger
         text = text.strip()
+        revoked = self.revoked()
         try:
-            p = self.verifier().verify_pass(text, self.revoked())
+            p = await ledger.run(lambda led: self.verifier(led).verify_pass(text, revoked))
         except ProtocolError as e:
             reason = _reason_of(e)
             kind = reason if isinstance(e, SecurityRejection) else "pass_malformed"
