@@ -110,6 +110,43 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
         subprocess.run(["umount", "-l", str(d)], check=False)
 
 
+@dataclass
+class Ext4Card:
+    """A 16 MB ext4 image on a loop device, mounted with errors=remount-ro like a cabinet's SD card."""
+
+    path: Path
+    device: str
+
+    def fail(self) -> None:
+        """What the kernel does after an SD card I/O error: ext4 forces the mount read-only, under
+        the open files (a plain ``mount -o remount,ro`` refuses while files are open for writing)."""
+        Path(f"/sys/fs/ext4/{self.device}/trigger_fs_error").write_text("1")
+
+
+@pytest.fixture
+def ext4_card(tmp_path: Path) -> Iterator[Ext4Card]:
+    """Needs root, loop devices, mkfs.ext4 and ext4's trigger_fs_error (Linux >= 5.x): skipped otherwise."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a loop device")
+    img, mnt = tmp_path / "sd.img", tmp_path / "sd"
+    mnt.mkdir()
+    with open(img, "wb") as f:
+        f.truncate(16 << 20)
+    made = subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], capture_output=True)
+    if made.returncode or subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(img), str(mnt)],
+                                         capture_output=True).returncode:  # fmt: skip
+        pytest.skip("cannot make and loop-mount an ext4 image here")
+    try:
+        source = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(mnt)], capture_output=True,
+                                text=True, check=True).stdout.strip()  # fmt: skip
+        device = Path(source).name
+        if not Path(f"/sys/fs/ext4/{device}/trigger_fs_error").exists():
+            pytest.skip("this kernel has no ext4 trigger_fs_error")
+        yield Ext4Card(mnt, device)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 @pytest.fixture
 def cloud_keys() -> Any:
     """The cloud's signing key for a test (commands and passes), trusted by ``fault_rig``."""
