@@ -54,6 +54,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "capacity_trend_ah_per_session",
     "self_discharge_pct_h",
     "self_discharge_pct_h_max",
+    "self_discharge_pct_h_last",
+    "self_discharge_trend_pct_h_per_rest",
     "rest_voltage_drop_mv_h",
     "topups_per_rest_h",
     "refusal_frac",
@@ -159,6 +161,8 @@ def extract_features(tel: BatteryTelemetry) -> FeatureVector:
     sd = np.array([v for s in sessions for v in s.self_discharge], dtype=float)
     put("self_discharge_pct_h", _nanmedian(sd))
     put("self_discharge_pct_h_max", _nanmax(sd))
+    put("self_discharge_pct_h_last", float(sd[-1]) if sd.size else np.nan)
+    put("self_discharge_trend_pct_h_per_rest", _trend(sd))
     put("rest_voltage_drop_mv_h", _nanmedian(np.array([v for s in sessions for v in s.rest_dv], dtype=float)))
     rest_h = sum(s.rest_s for s in sessions) / 3600.0
     put("topups_per_rest_h", sum(s.topups for s in sessions) / rest_h if rest_h >= 1.0 else np.nan)

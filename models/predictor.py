@@ -2,7 +2,7 @@
 
 ``FaultPredictor.predict`` takes each battery's recent telemetry window and gives the risk that
 the battery must be withdrawn within its next 20 charge cycles, flags (too little data, a
-withdrawal criterion already visible) and the features that drove the risk. The explanation is
+withdrawal criterion already visible: then the risk is 1) and the features that drove the risk. The explanation is
 occlusion: each feature in turn is set to its healthy reference value (stored in the model file)
 and the drop in risk is its contribution; all of it runs in the same batched call.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +111,9 @@ class FaultPredictor:
         return f"{self.model_version}+{self.model_sha256[:12]}"
 
     def risk(self, x: np.ndarray) -> np.ndarray:
-        """P(at risk) for a feature matrix (rows = batteries, columns = FEATURE_NAMES)."""
+        """The model's P(at risk) for a feature matrix (rows = batteries, columns = FEATURE_NAMES).
+
+        ``predict`` also raises the risk to 1 where a withdrawal criterion is already met."""
         x = np.asarray(x, dtype=np.float32).reshape(-1, len(FEATURE_NAMES))
         if x.shape[0] == 0:
             return np.empty(0)
@@ -146,10 +148,16 @@ class FaultPredictor:
                 ]
                 contrib.sort(key=lambda c: c.contribution, reverse=True)
                 tops[int(b)] = tuple(c for c in contrib[: self.top_k] if c.contribution > 0.005)
-        return [
-            Prediction(vec.battery_sn, float(base[b]), flags_for(vec), tops.get(b, ()))
-            for b, vec in enumerate(vectors)
-        ]
+        out = []
+        for b, vec in enumerate(vectors):
+            flags, risk, top = flags_for(vec), float(base[b]), tops.get(b, ())
+            due = [feature for flag, feature, _ in CRITERIA if flag in flags]
+            if due:  # already due: risk 1, and the criterion is the first reason
+                first = FeatureContribution(due[0], float(x[b, FEATURE_INDEX[due[0]]]), 1.0 - risk)
+                top = (first, *(c for c in top if c.name != due[0]))[: self.top_k]
+                risk = 1.0
+            out.append(Prediction(vec.battery_sn, risk, flags, top))
+        return out
 
     def smoke_test(self) -> None:
         """Built-in check after loading or updating a model: healthy reference gives a sane, low risk."""
@@ -160,18 +168,29 @@ class FaultPredictor:
             raise ModelError(f"model {self.model_path} flags the healthy reference (risk {risk[0]:.3f})")
 
 
+# A withdrawal criterion already met in the window: (flag, feature, test). The window shows the
+# battery is due now, so its risk is 1 whatever the model says (the model ranks what is coming).
+CRITERIA: tuple[tuple[str, str, Callable[[np.ndarray], np.ndarray]], ...] = (
+    (FLAG_OVERHEATED, "max_temp_charging_c", lambda v: v > 60.0),
+    (FLAG_FAST_SELF_DISCHARGE, "self_discharge_pct_h_max", lambda v: v > 3.0),
+    (FLAG_LOW_CAPACITY, "capacity_ah_recent", lambda v: v < 0.7 * 5.0),
+    (FLAG_NOT_ACCEPTING_CHARGE, "refusal_frac", lambda v: v > 0.5),
+)
+
+
+def criteria_met(x: np.ndarray) -> np.ndarray:
+    """Per row of a feature matrix: is a withdrawal criterion already met in that window?"""
+    x = np.asarray(x, dtype=float).reshape(-1, len(FEATURE_NAMES))
+    met = np.zeros(x.shape[0], dtype=bool)
+    with np.errstate(invalid="ignore"):
+        for _, feature, test in CRITERIA:
+            met |= test(x[:, FEATURE_INDEX[feature]])
+    return met
+
+
 def flags_for(vec: FeatureVector) -> tuple[str, ...]:
-    """Flags for a window: too little data, or a withdrawal criterion already met."""
-    v = vec.values
-    flags = []
-    if vec.insufficient_data:
-        flags.append(FLAG_INSUFFICIENT_DATA)
-    if v[FEATURE_INDEX["max_temp_charging_c"]] > 60.0:
-        flags.append(FLAG_OVERHEATED)
-    if v[FEATURE_INDEX["self_discharge_pct_h_max"]] > 3.0:
-        flags.append(FLAG_FAST_SELF_DISCHARGE)
-    if v[FEATURE_INDEX["capacity_ah_recent"]] < 0.7 * 5.0:
-        flags.append(FLAG_LOW_CAPACITY)
-    if v[FEATURE_INDEX["refusal_frac"]] > 0.5:
-        flags.append(FLAG_NOT_ACCEPTING_CHARGE)
+    """Flags for a window: too little data, and each withdrawal criterion already met."""
+    flags = [FLAG_INSUFFICIENT_DATA] if vec.insufficient_data else []
+    with np.errstate(invalid="ignore"):
+        flags += [flag for flag, feature, test in CRITERIA if test(vec.values[FEATURE_INDEX[feature]])]
     return tuple(flags)

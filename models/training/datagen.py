@@ -37,6 +37,7 @@ class ScenarioMix:
     sessions: tuple[int, int]
     lead_cycles: tuple[float, float] = (-3.0, 70.0)
     old_cycles: tuple[float, float] = (500.0, 1500.0)
+    fast_fault_share: float = 0.35  # faults that develop within a few cycles (onset 2-30)
 
 
 TRAIN_MIX = ScenarioMix(
@@ -56,6 +57,7 @@ HELDOUT_MIX = ScenarioMix(
     sessions=(6, 14),
     lead_cycles=(-3.0, 80.0),
     old_cycles=(600.0, 1800.0),
+    fast_fault_share=0.5,
 )
 
 
@@ -85,9 +87,16 @@ class Dataset:
         return np.vstack(self.features) if self.features else np.empty((0, len(FEATURE_NAMES)))
 
 
-def random_pack(rng: np.random.Generator, kind: str, end_cycle: float, lead: float, sn: str) -> PackSpec:
-    """A pack of ``kind`` whose criterion (if faulty) is met ``lead`` cycles after ``end_cycle``."""
+def random_pack(
+    rng: np.random.Generator, kind: str, end_cycle: float, lead: float, sn: str, fast_share: float = 0.35
+) -> PackSpec:
+    """A pack of ``kind`` whose criterion (if faulty) is met ``lead`` cycles after ``end_cycle``.
+
+    A ``fast_share`` of faults develop over 2-30 cycles (a short that grows within days), the rest
+    over 40-160 cycles; at least half of the shorts are fast.
+    """
     faulty = kind in FAULT_KINDS
+    fast = rng.random() < (max(fast_share, 0.5) if kind == "short" else fast_share)
     return PackSpec(
         battery_sn=sn,
         kind=kind,
@@ -103,7 +112,7 @@ def random_pack(rng: np.random.Generator, kind: str, end_cycle: float, lead: flo
         sd_base_pct_h=rng.uniform(0.01, 0.06),
         contact_ohm=rng.uniform(0.02, 0.08),
         fail_cycle=end_cycle + lead if faulty else math.inf,
-        onset_cycles=rng.uniform(40.0, 160.0),
+        onset_cycles=rng.uniform(2.0, 30.0) if fast else rng.uniform(40.0, 160.0),
         shape=rng.uniform(1.0, 2.5),
     )
 
@@ -115,6 +124,12 @@ def random_setting(rng: np.random.Generator, mix: ScenarioMix) -> CabinetSetting
         charge_a=float(rng.choice(mix.charge_a)),
         sample_s=float(rng.choice(mix.sample_s)),
         sessions=int(rng.integers(mix.sessions[0], mix.sessions[1] + 1)),
+        term_a=float(rng.choice([0.1, 0.15, 0.25])),
+        topup_drop=rng.uniform(0.03, 0.10),
+        # Cabinet firmwares differ: some charge at once, never pause, never change the current.
+        wait_prob=float(rng.choice([0.0, 0.5, 0.9])),
+        pause_prob=float(rng.choice([0.0, 0.15])),
+        current_change_prob=float(rng.choice([0.0, 0.3])),
     )
 
 
@@ -137,7 +152,8 @@ def generate(n: int, seed: int, mix: ScenarioMix = TRAIN_MIX, *, keep_windows: b
         kind = kinds[int(rng.choice(len(kinds), p=weights))]
         end = end_cycle_for(rng, kind, mix)
         lead = rng.uniform(*mix.lead_cycles) if kind in FAULT_KINDS else math.inf
-        pack = random_pack(rng, kind, end, lead, sn=f"{mix.name[:2].upper()}{seed:04d}{j:06d}")
+        sn = f"{mix.name[:2].upper()}{seed:04d}{j:06d}"
+        pack = random_pack(rng, kind, end, lead, sn=sn, fast_share=mix.fast_fault_share)
         window = simulate_window(pack, end, random_setting(rng, mix), rng)
         ds.add(window, int(lead <= HORIZON_CYCLES), kind, lead, keep_windows)
     return ds
@@ -160,7 +176,7 @@ def generate_trajectories(
         for j, child in enumerate(np.random.SeedSequence([seed, ki]).spawn(n_per_kind)):
             rng = np.random.default_rng(child)
             fail = rng.uniform(120.0, 1200.0)
-            pack = random_pack(rng, kind, fail, 0.0, sn=f"TR{ki}{j:05d}")
+            pack = random_pack(rng, kind, fail, 0.0, sn=f"TR{ki}{j:05d}", fast_share=mix.fast_fault_share)
             cab = random_setting(rng, mix)
             for lead in leads:
                 window = simulate_window(pack, fail - lead, cab, rng)

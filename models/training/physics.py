@@ -23,7 +23,7 @@ from models.telemetry import BatteryTelemetry
 
 RATED_AH = 5.0
 V_MAX = 4.2
-I_TERM = 0.1  # CV termination current (C/50)
+I_TERM = 0.1  # default CV termination current (C/50); chargers differ (CabinetSetting.term_a)
 SUPPLY_V = 5.0
 CONTACT_K_PER_W = 15.0  # slot sensor sits near the contacts
 CRIT_CONTACT_OHM = 1.15  # contacts limit the charge to 0.5 A: charge no longer accepted
@@ -131,6 +131,9 @@ class CabinetSetting:
     charge_a: float
     sample_s: float
     sessions: int
+    term_a: float = I_TERM  # the charger ends CV below this current
+    topup_drop: float = 0.05  # a full pack is topped up after losing this much SoC
+    wait_prob: float = 0.5  # share of sessions where charging starts after a wait
     pause_prob: float = 0.15
     current_change_prob: float = 0.3
     dropout_prob: float = 0.01
@@ -288,15 +291,18 @@ class _Session:
 
     def run(self, slot_s: float) -> tuple[float, float]:
         rng, cab = self.rng, self.cab
-        self.record(0.0, self.soc, ocv(self.soc), self.temp, 0.0, 0.0)
-        self.hold(0.0, min(rng.uniform(0.0, 900.0), slot_s))
+        if rng.random() < self.cab.wait_prob:
+            # The slot waits before charging: the first samples are at rest, so the first
+            # charge step shows the internal resistance. Otherwise charging starts at once.
+            self.record(0.0, self.soc, ocv(self.soc), self.temp, 0.0, 0.0)
+            self.hold(0.0, min(rng.uniform(0.0, 900.0), slot_s))
         while self.t < slot_s:
             full = self._charge(slot_s, cab.charge_a)
             if not full:
                 break
             # Rest at full; a leaking pack drops to 95% and gets topped up.
             self.anchor_soc, self.anchor_pct = self.soc, 100.0
-            drop_s = 0.05 / (self.st.sd_pct_h / 100.0) * 3600.0
+            drop_s = self.cab.topup_drop / (self.st.sd_pct_h / 100.0) * 3600.0
             self.hold(0.0, min(slot_s - self.t, drop_s) + self.cab.sample_s)
         return self.soc, self.temp
 
@@ -335,7 +341,7 @@ class _Session:
         while self.t < slot_s:
             i_cv = (V_MAX - ocv(self.soc) - self.vrc * a_cv) / (st.r0 + st.r1 * (1.0 - a_cv))
             i = max(0.0, min(i_set, i_max, i_cv))
-            if i < I_TERM:
+            if i < self.cab.term_a:
                 return True
             self.step(dt, i)
         return False

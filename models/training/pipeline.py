@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.predictor import criteria_met
 from models.training.datagen import HELDOUT_MIX, TRAIN_MIX, Dataset, generate, generate_trajectories
 from models.training.evaluate import Metrics, baseline_score, evaluate, threshold_at_fpr
 from models.training.train import TrainConfig, export_onnx, fit, healthy_reference
@@ -89,7 +90,10 @@ def run(
             return None
         return score_fn(_features(traj)), traj.serials, traj.kinds, np.array(traj.lead_cycles)
 
-    model_score = lambda a: model.predict_proba(a)[:, 1]  # noqa: E731
+    def model_score(a: np.ndarray) -> np.ndarray:
+        # What the predictor ships: the model's risk, raised to 1 where a criterion is already met.
+        return np.where(criteria_met(a), 1.0, model.predict_proba(a)[:, 1])
+
     m_model = evaluate(
         yt, model_score(xt), test.kinds, lead, traj_args(model_score), fixed_threshold=threshold
     )

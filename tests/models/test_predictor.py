@@ -50,6 +50,17 @@ def test_shipped_model_gives_risks_in_0_1_for_every_battery(shipped: FaultPredic
     assert FLAG_FAST_SELF_DISCHARGE in preds[1].flags and FLAG_FAST_SELF_DISCHARGE not in preds[0].flags
 
 
+def test_a_criterion_already_met_makes_the_risk_1_and_leads_the_reasons(
+    shipped: FaultPredictor, known_window
+):
+    leaky, calm = shipped.predict(
+        [known_window("LEAKY", self_discharge_pct_h=4.0, rest_h=5.0), known_window("CALM")]
+    )
+    assert leaky.risk == 1.0 and calm.risk < shipped.threshold
+    assert leaky.top_features[0].name == "self_discharge_pct_h_max"
+    assert leaky.top_features[0].value == pytest.approx(4.0, abs=0.3)
+
+
 @pytest.mark.parametrize("kind", ["short", "overheat", "fade", "no_charge", "contact"])
 def test_faulty_batteries_rank_above_healthy_old_ones(shipped: FaultPredictor, kind: str):
     """Packs 3 cycles from their fault against packs with 1400 cycles that are still fine."""
