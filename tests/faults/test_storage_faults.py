@@ -113,7 +113,7 @@ async def test_bus_poller_survives_a_full_card_and_records_the_return_once_space
     ballast = small_disk.fill()
     rig.simcab.insert(4, sn="PB000004", soc=0.9)
     scans = rig.cab.bus.stats()["scans"]
-    await rig.until(lambda: rig.cab.bus.stats()["scans"] >= scans + 10, what="ten more scans")
+    await rig.until(lambda: rig.cab.bus.stats()["scans"] >= scans + 10, timeout=3, what="ten more scans")
     assert rig.cab._health_problem() is None, rig.cab._health_problem()
     ballast.unlink()
     await rig.until(lambda: rig.ledger.slot(4), what="the return to be recorded")

@@ -96,7 +96,7 @@ def test_fuzzed_requests_to_every_operation_get_no_server_error_and_leave_the_bo
     )
     seen: dict[str, set[int]] = {}
 
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
     @given(case=cases, who=st.sampled_from(["renter", "operator", "anonymous"]))
     def call(case, who: str) -> None:
         headers = dict(cloud.headers[who])

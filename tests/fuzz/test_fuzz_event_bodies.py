@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from cabinet.ledger import EVENT_TYPES, EventBodyError, Ledger, LedgerRuleError, verify
 
 FUZZ = settings(
-    max_examples=400,
+    max_examples=150,  # each example opens the ledger file (migrations check, lock, fsync)
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
