@@ -21,6 +21,12 @@ from cabinet.observations import Observation
 log = logging.getLogger(__name__)
 
 
+#: Scans after start-up during which unknown batteries are stock (``battery_seen``); an unknown
+#: battery seated later is a return from another cabinet (``battery_returned``, rental unknown
+#: here: the cloud matches it by serial number).
+INVENTORY_SCANS = 3
+
+
 class Locks(Protocol):
     """What the controller needs of the lock bank (drivers.locks.LockBank)."""
 
@@ -90,6 +96,7 @@ class Controller:
         self._rent_lock = asyncio.Lock()  # one eject at a time, as vendors space ejects
         self._ejecting: dict[int, _Eject] = {}
         self._pending_return: dict[int, str] = {}  # slot -> sn seen once, confirmed on the next scan
+        self.scans = 0  # scans seen since start; the first INVENTORY_SCANS take stock
         self._given_back: dict[int, str] = {}  # slot -> foreign sn already given back once
         self._background: set[asyncio.Task[None]] = set()
         self._scanned = asyncio.Condition()
@@ -112,6 +119,7 @@ class Controller:
     async def on_scan(self, observations: Iterable[Observation]) -> None:
         """Feed one bus scan: detect returns, unexpected removals and new batteries."""
         slots = {s.slot: s for s in await self.ledger.slots()}
+        self.scans += 1
         for ob in observations:
             self.observed[ob.slot] = ob
             if not ob.known:
@@ -158,11 +166,12 @@ class Controller:
                 task.add_done_callback(self._background.discard)
             return
         battery = await self.ledger.battery(ob.sn)
-        if battery is None:
+        if battery is None and self.scans <= INVENTORY_SCANS:
+            # found in the cabinet at start-up: stock, not a return
             await self.ledger.record("battery_seen", slot=ob.slot, sn=ob.sn, soc=ob.soc, cycles=ob.cycles)
             await self._emit("battery_seen", slot=ob.slot, sn=ob.sn)
         else:
-            rental_id = battery.rental_id if battery.place == "rental" else None
+            rental_id = battery.rental_id if battery is not None and battery.place == "rental" else None
             await self.ledger.record("battery_returned", slot=ob.slot, sn=ob.sn, rental_id=rental_id,
                                      soc=ob.soc, temp_c=ob.temp_c)
             log.info("slot %d: battery %s returned (rental %s)", ob.slot, ob.sn, rental_id)

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cabinet.telemetry import TelemetryStore
-from models.predictor import FaultPredictor, ModelError, Prediction
+from models.predictor import CRITERIA, FLAG_INSUFFICIENT_DATA, FaultPredictor, ModelError, Prediction
 from models.telemetry import BatteryTelemetry, TelemetryError, TelemetrySample
 
 log = logging.getLogger(__name__)
+
+#: Flags that say a withdrawal criterion is already met (measured, not predicted).
+CRITERION_FLAGS = frozenset(flag for flag, _, _ in CRITERIA)
 
 
 @dataclass
@@ -102,6 +105,8 @@ class Health:
         quarantined = {b.sn for b in in_slots if b.quarantined}
         for p in predictions:
             self.risks[p.battery_sn] = p
+            if FLAG_INSUFFICIENT_DATA in p.flags and not set(p.flags) & CRITERION_FLAGS:
+                continue  # a guess from a few samples never takes a battery out of service
             if p.risk >= self.risk_quarantine and p.battery_sn not in quarantined:
                 reasons = ", ".join(f"{c.name}={c.value:.3g}" for c in p.top_features) or "model risk"
                 await self.ledger.record(

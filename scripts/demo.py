@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -118,7 +119,109 @@ class Demo:
         p = self.spawn("cloud", [str(BIN / "cabinet-cloud"), "serve", "--config", str(conf)])
         wait_until(lambda: get_json(f"http://127.0.0.1:{port}/api/health"), 60, "the cloud", [p])
         self.urls.append(("Cloud API (OpenAPI document)", f"http://127.0.0.1:{port}/api/openapi.json"))
+        self.cloud_url, self.cloud_conf = f"http://127.0.0.1:{port}", conf
         return port, cloud_key_lines(cloud_dir)
+
+    def bootstrap_cloud(self) -> None:
+        """An operator, a merchant with a venue and a tariff, the cabinets, and a renter with a sandbox card.
+
+        Passwords are generated here and kept only in var/demo/app-session.json (mode 0600).
+        """
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from app import ApiError, call, load_session, save_session
+
+        path = self.var / "app-session.json"
+        session = load_session(path)
+        base = self.cloud_url
+        session["cloud"] = base
+        ops = session.get("operator_email", "ops@demo.invalid")
+        ops_pw = session.setdefault("operator_password", secrets.token_urlsafe(12))
+        try:
+            session["operator_token"] = call(
+                base, "POST", "/api/login", body={"email": ops, "password": ops_pw}
+            )["token"]
+        except ApiError:
+            subprocess.run(
+                [
+                    str(BIN / "cabinet-cloud"),
+                    "create-user",
+                    "--config",
+                    str(self.cloud_conf),
+                    ops,
+                    "--operator",
+                    "--password-stdin",
+                ],
+                input=ops_pw + "\n",
+                text=True,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            session["operator_email"] = ops
+            session["operator_token"] = call(
+                base, "POST", "/api/login", body={"email": ops, "password": ops_pw}
+            )["token"]
+        op = session["operator_token"]
+        if "merchant_id" not in session:
+            m = call(
+                base,
+                "POST",
+                "/api/merchants",
+                op,
+                {
+                    "name": "Cafe Aurora (demo)",
+                    "revenue_share_bp": 3000,
+                    "currency": "EUR",
+                    "timezone": "Europe/Berlin",
+                },
+            )
+            session["merchant_id"] = m["id"]
+            v = call(base, "POST", f"/api/merchants/{m['id']}/venues", op, {"name": "Aurora Station Hall"})
+            session["venue_id"] = v["id"]
+            t = call(
+                base,
+                "POST",
+                "/api/tariffs",
+                op,
+                {
+                    "name": "demo hourly",
+                    "merchant_id": m["id"],
+                    "default": True,
+                    "tariff": {
+                        "currency": "EUR",
+                        "price_per_period": 200,
+                        "period_minutes": 60,
+                        "free_minutes": 5,
+                        "daily_cap": 1000,
+                        "total_cap": 3500,
+                        "timezone": "Europe/Berlin",
+                    },
+                },
+            )
+            session["tariff_id"] = t["id"]
+        for c in self.cabs:
+            if c["id"] not in session.setdefault("cabinets", []):
+                call(
+                    base,
+                    "POST",
+                    "/api/cabinets",
+                    op,
+                    {"id": c["id"], "venue_id": session["venue_id"], "tariff_id": session["tariff_id"]},
+                )
+                session["cabinets"].append(c["id"])
+        renter = session.setdefault("renter_email", "renter@demo.invalid")
+        pw = session.setdefault("renter_password", secrets.token_urlsafe(12))
+        try:
+            session["token"] = call(base, "POST", "/api/login", body={"email": renter, "password": pw})[
+                "token"
+            ]
+        except ApiError:
+            call(base, "POST", "/api/users", body={"email": renter, "password": pw})
+            session["token"] = call(base, "POST", "/api/login", body={"email": renter, "password": pw})[
+                "token"
+            ]
+            call(base, "PUT", "/api/me/card", session["token"], {"card_token": "tok_ok"})
+        save_session(path, session)
 
     def start_cabinet(self, n: int, broker_port: int, cloud_keys: list[str]) -> None:
         cab_id = f"CAB-{n:04d}"
@@ -174,6 +277,62 @@ class Demo:
             (f"{cab_id} technician UI", f"http://127.0.0.1:{web_port}/tech"),
             (f"{cab_id} simulator control API", f"http://127.0.0.1:{control}/state"),
         ]
+
+    def renter_journey(self) -> None:
+        """What a person does with the demo, end to end through every process: rent in the app at the
+        first cabinet, take the battery, return it at the last cabinet, and see the fee captured."""
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from app import call, load_session
+
+        session = load_session(self.var / "app-session.json")
+        base, token = session["cloud"], session["token"]
+        first, last = self.cabs[0], self.cabs[-1]
+        sim_first, sim_last = f"http://127.0.0.1:{first['control']}", f"http://127.0.0.1:{last['control']}"
+
+        def post(url: str, body: dict) -> object:
+            req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return json.loads(r.read())
+
+        def rentals() -> list[dict]:
+            return call(base, "GET", "/api/me/rentals", token)
+
+        # a battery must be known and charged enough before one can be rented
+        wait_until(
+            lambda: any(
+                s.get("state") == "ready"
+                for s in get_json(f"http://127.0.0.1:{first['web']}/api/slots")["slots"]
+            ),
+            60,
+            "a rentable battery",
+            self.procs,
+        )
+        rental = call(base, "POST", "/api/rentals", token, {"cabinet_id": first["id"]})
+        print(
+            f"\nrenter: rental {rental['rental_id']} requested, hold {rental['hold_amount']} {rental['currency']}"
+        )
+        presented: list[dict] = []
+
+        def find_presented() -> bool:
+            presented[:] = [s for s in get_json(f"{sim_first}/state")["slots"] if s["presented"]]
+            return bool(presented)
+
+        wait_until(find_presented, 60, "the first cabinet to eject a battery", self.procs)
+        slot, sn = presented[0]["slot"], presented[0]["battery"]["sn"]
+        post(f"{sim_first}/take", {"slot": slot})
+        print(f"renter: took battery {sn} from {first['id']} slot {slot}")
+        wait_until(lambda: rentals()[0]["status"] == "active", 60, "the rental to become active", self.procs)
+        empty = next(s["slot"] for s in get_json(f"{sim_last}/state")["slots"] if s["battery"] is None)
+        post(f"{sim_last}/insert", {"slot": empty, "sn": sn})
+        print(f"renter: returned {sn} into {last['id']} slot {empty}")
+        wait_until(
+            lambda: rentals()[0]["status"] == "closed", 90, "the rental to be closed and charged", self.procs
+        )
+        r = rentals()[0]
+        print(
+            f"renter: rental closed after {r['duration_s']} s: fee {r['fee']} {r['currency']}, "
+            f"captured {r['captured']}, payment {r['payment_status']}"
+        )
 
     def table(self) -> str:
         lines = []
@@ -254,21 +413,29 @@ def main(argv: list[str] | None = None) -> int:
         _, keys = demo.start_cloud(broker)
         for n in range(1, args.cabinets + 1):
             demo.start_cabinet(n, broker, keys)
+        demo.bootstrap_cloud()
         print("\nOpen:")
         for what, url in demo.urls:
             print(f"  {what:<40} {url}")
-        first = demo.cabs[0]
+        first, py = demo.cabs[0], f"{BIN / 'python'} {ROOT / 'scripts' / 'app.py'}"
+        sim = f"{BIN / 'cabinet-sim'}"
         print(
-            "\nAct as a renter or a passer-by with the simulator's control API, e.g.:\n"
-            f"  {BIN / 'cabinet-sim'} take --control http://127.0.0.1:{first['control']} 3\n"
-            f"  {BIN / 'cabinet-sim'} insert --control http://127.0.0.1:{first['control']} 3\n"
-            f"Logs: {var}/*.log    Stop: Ctrl-C\n",
+            "\nPlay the renter (a demo account with a sandbox card is logged in):\n"
+            f"  {py} rent {first['id']}          # the cabinet ejects a battery: take it in the simulator:\n"
+            f"  {sim} take --url http://127.0.0.1:{first['control']} SLOT\n"
+            f"  {sim} insert --url http://127.0.0.1:{demo.cabs[-1]['control']} --sn SN SLOT   # return it anywhere\n"
+            f"  {py} rentals                   # the fee, captured when the return reached the cloud\n"
+            f"  {py} pass                      # an offline pass: scan it at a kiosk (paste its text)\n"
+            "Play the operator:\n"
+            f"  {py} --operator fleet | alerts | events {first['id']} | money-check\n"
+            f"Logs: {var}/*.log    Accounts and tokens: {var}/app-session.json    Stop: Ctrl-C\n",
             flush=True,
         )
         if args.check:
             wait_until(lambda: "PB" in demo.table(), 30, "the slot table", demo.procs)
             print(demo.table())
-            print("\ndemo: every part is up")
+            demo.renter_journey()
+            print("\ndemo: every part is up; a renter rented, took, returned and paid")
             return 0
         while True:
             print(f"\n--- {time.strftime('%H:%M:%S')} ---\n{demo.table()}", flush=True)

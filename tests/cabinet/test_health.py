@@ -77,3 +77,37 @@ async def test_missing_model_leaves_the_cabinet_renting_and_says_why(tmp_path: P
     finally:
         store.close()
         await ledger.close()
+
+
+async def test_a_few_samples_never_quarantine_a_battery(tmp_path: Path) -> None:
+    ledger = await AsyncLedger.open(tmp_path / "ledger.db", "CAB-H")
+    store = TelemetryStore(tmp_path / "telemetry.db", interval_s=0)
+    try:
+        await ledger.record("battery_seen", slot=1, sn="PB0000C3")
+        for k in range(3):  # three samples at rest: nothing to judge a battery by
+            store.add(
+                [
+                    Observation(
+                        slot=1,
+                        known=True,
+                        present=True,
+                        seated=True,
+                        sn="PB0000C3",
+                        soc=60,
+                        voltage_v=3.9,
+                        current_a=0.0,
+                        temp_c=25.0,
+                        cycles=100,
+                    )
+                ],
+                now=1.7e9 + 30 * k,
+            )
+        health = Health(ledger, store, None)
+        await health.start()
+        (p,) = await health.run_once()
+        await health.stop()
+        assert "insufficient_data" in p.flags
+        assert not (await ledger.battery("PB0000C3")).quarantined
+    finally:
+        store.close()
+        await ledger.close()
