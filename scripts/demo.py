@@ -303,7 +303,7 @@ class Demo:
                 s.get("state") == "ready"
                 for s in get_json(f"http://127.0.0.1:{first['web']}/api/slots")["slots"]
             ),
-            60,
+            120,
             "a rentable battery",
             self.procs,
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_demo_starts_every_part_and_shows_the_slot_table(tmp_path: Path) -> None:
+def test_demo_starts_every_part_and_a_renter_rents_returns_and_pays(tmp_path: Path) -> None:
     r = subprocess.run(
         [
             sys.executable,
@@ -17,8 +17,6 @@ def test_demo_starts_every_part_and_shows_the_slot_table(tmp_path: Path) -> None
             "--check",
             "--var",
             str(tmp_path / "demo"),
-            "--slots",
-            "8",
         ],
         capture_output=True,
         text=True,
