@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from cabinet.commands import CommandHandler
+from cabinet.config import ConfigError, check_value
 from cabinet.health import Health
 from cabinet.model_update import ModelStore, ModelUpdater
 from cabinet.passes import PassDesk
@@ -157,8 +158,11 @@ def command_hooks(cab: Cabinet) -> dict[str, Any]:
             )
         changes = {}
         for key, value in settings.items():
-            field_name, kind = RUNTIME_SETTINGS[key]
-            changes[field_name] = kind(value)
+            field_name, _ = RUNTIME_SETTINGS[key]
+            try:
+                changes[field_name] = check_value(key, value, f"set_config {cmd.cmd_id}")
+            except ConfigError as e:
+                return False, str(e)
         cab.controller.settings = replace(cab.controller.settings, **changes)
         return True, f"applied {', '.join(f'{k}={v}' for k, v in settings.items())}"
 

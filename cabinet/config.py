@@ -221,7 +221,14 @@ KEYS: tuple[Key, ...] = (
         "https://app.example.com/rent?cabinet={cabinet}",
         "Address in the kiosk's QR code for renting in the app; {cabinet} becomes cabinet.id.",
     ),
-    Key("kiosk", "language", str, "zh", "Language the kiosk starts in (renters can switch).", choices=("zh", "en")),
+    Key(
+        "kiosk",
+        "language",
+        str,
+        "zh",
+        "Language the kiosk starts in (renters can switch).",
+        choices=("zh", "en"),
+    ),
     Key(
         "kiosk",
         "idle_s",
@@ -287,6 +294,14 @@ def _check(key: Key, value: Any, where: str) -> Any:
     if key.choices is not None and value not in key.choices:
         raise ConfigError(f"{where}: {key.path} = {value!r} is not one of {', '.join(key.choices)}")
     return value
+
+
+def check_value(path: str, value: Any, where: str) -> Any:
+    """Validate one value for the key ``path`` (e.g. from a signed ``set_config`` command)."""
+    key = _BY_PATH.get(path)
+    if key is None:
+        raise ConfigError(f"{where}: unknown key {path}")
+    return _check(key, value, where)
 
 
 def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:

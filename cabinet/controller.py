@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cabinet.ledger import LedgerRuleError, RentalState, SlotState
+from cabinet.ledger import LedgerRuleError, LedgerUnwritable, RentalState, SlotState
 from cabinet.observations import Observation
 
 log = logging.getLogger(__name__)
@@ -172,8 +172,9 @@ class Controller:
             await self._emit("battery_seen", slot=ob.slot, sn=ob.sn)
         else:
             rental_id = battery.rental_id if battery is not None and battery.place == "rental" else None
-            await self.ledger.record("battery_returned", slot=ob.slot, sn=ob.sn, rental_id=rental_id,
-                                     soc=ob.soc, temp_c=ob.temp_c)
+            await self.ledger.record(
+                "battery_returned", slot=ob.slot, sn=ob.sn, rental_id=rental_id, soc=ob.soc, temp_c=ob.temp_c
+            )
             log.info("slot %d: battery %s returned (rental %s)", ob.slot, ob.sn, rental_id)
             await self._emit("battery_returned", slot=ob.slot, sn=ob.sn, rental_id=rental_id)
         problem = self._returned_unwell(ob)
@@ -195,8 +196,11 @@ class Controller:
     async def _give_back(self, ob: Observation) -> None:
         """A pack that is not ours (or is denied): record it and open the slot so it can be taken back."""
         eject = self._ejecting[ob.slot]
-        await self.ledger.record("security_event", kind="foreign_battery",
-                                 detail=f"slot {ob.slot}: battery {ob.sn!r} is not of this fleet or is denied")
+        await self.ledger.record(
+            "security_event",
+            kind="foreign_battery",
+            detail=f"slot {ob.slot}: battery {ob.sn!r} is not of this fleet or is denied",
+        )
         await self._emit("foreign_battery", slot=ob.slot, sn=ob.sn)
         try:
             async with self._rent_lock:
@@ -211,8 +215,12 @@ class Controller:
             self._ejecting.pop(ob.slot, None)
         state = await self.ledger.slot(ob.slot)
         if state is None or not state.quarantined:
-            await self.ledger.record("slot_quarantined", slot=ob.slot, by="cabinet",
-                                     reason=f"foreign battery {ob.sn!r} left in the slot")
+            await self.ledger.record(
+                "slot_quarantined",
+                slot=ob.slot,
+                by="cabinet",
+                reason=f"foreign battery {ob.sn!r} left in the slot",
+            )
 
     # ---- rent -----------------------------------------------------------------------
 
@@ -240,14 +248,18 @@ class Controller:
                 return _outcome_of(known, duplicate=True)
             if self.refusing:
                 return RentOutcome(req.rental_id, "refused", self.refusing)
-            await self.ledger.record(
-                "rental_requested",
-                rental_id=req.rental_id,
-                source=req.source,
-                user=req.user,
-                pass_id=req.pass_id,
-                cmd_id=req.cmd_id,
-            )
+            try:
+                await self.ledger.record(
+                    "rental_requested",
+                    rental_id=req.rental_id,
+                    source=req.source,
+                    user=req.user,
+                    pass_id=req.pass_id,
+                    cmd_id=req.cmd_id,
+                )
+            except LedgerUnwritable as e:  # a full or read-only card: rent nothing we cannot record
+                log.error("rental %s refused: %s", req.rental_id, e)
+                return RentOutcome(req.rental_id, "refused", "storage_unwritable")
             tried = 0
             reason = "no_rentable_battery"
             for slot in await self.rentable_slots():
@@ -302,9 +314,17 @@ class Controller:
         """
 
         def start(lg: Any) -> None:
-            with lg.db.atomic():
-                lg.record("rental_started", rental_id=req.rental_id, sn=sn, slot=slot, source=req.source,
-                          user=req.user, pass_id=req.pass_id, cmd_id=req.cmd_id)
+            with lg.atomic():
+                lg.record(
+                    "rental_started",
+                    rental_id=req.rental_id,
+                    sn=sn,
+                    slot=slot,
+                    source=req.source,
+                    user=req.user,
+                    pass_id=req.pass_id,
+                    cmd_id=req.cmd_id,
+                )
                 if req.pass_id:
                     lg.record("pass_used", pass_id=req.pass_id, rental_id=req.rental_id)
 
@@ -370,11 +390,21 @@ class Controller:
         for rental in await self.ledger.open_rentals():
             if rental.state != "requested":
                 continue
-            held = [s for s in await self.ledger.slots() if s.sn and (o := obs.get(s.slot)) is not None and o.known]
+            held = [
+                s
+                for s in await self.ledger.slots()
+                if s.sn and (o := obs.get(s.slot)) is not None and o.known
+            ]
             # the held battery left: the slot is empty, or another battery was pushed in since
-            gone = [s for s in held if not obs[s.slot].present or (obs[s.slot].has_battery and obs[s.slot].sn != s.sn)]
+            gone = [
+                s
+                for s in held
+                if not obs[s.slot].present or (obs[s.slot].has_battery and obs[s.slot].sn != s.sn)
+            ]
             presented = [s for s in held if obs[s.slot].present and not obs[s.slot].seated]
-            req = RentRequest(rental.rental_id, rental.source or "cloud", rental.user, rental.pass_id, rental.cmd_id)
+            req = RentRequest(
+                rental.rental_id, rental.source or "cloud", rental.user, rental.pass_id, rental.cmd_id
+            )
             if len(gone) == 1 and not presented:
                 assert gone[0].sn is not None
                 await self._record_start(req, gone[0].sn, gone[0].slot)
@@ -396,9 +426,12 @@ class Controller:
             try:
                 await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
             except TimeoutError:
-                await self.ledger.record("rental_aborted", rental_id=req.rental_id, slot=eject.slot,
-                                         reason="interrupted")
-                await self._emit("rental_aborted", rental_id=req.rental_id, slot=eject.slot, reason="interrupted")
+                await self.ledger.record(
+                    "rental_aborted", rental_id=req.rental_id, slot=eject.slot, reason="interrupted"
+                )
+                await self._emit(
+                    "rental_aborted", rental_id=req.rental_id, slot=eject.slot, reason="interrupted"
+                )
                 return
             await self._record_start(req, eject.sn, eject.slot)
         finally:

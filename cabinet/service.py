@@ -21,7 +21,7 @@ from typing import Any
 from cabinet import charging
 from cabinet import config as cfg
 from cabinet.controller import Controller, RentSettings
-from cabinet.ledger import AsyncLedger, Backups, LedgerCorrupt, LedgerError
+from cabinet.ledger import AsyncLedger, Backups, LedgerCorrupt, LedgerError, LedgerUnwritable
 from cabinet.observations import Observation
 from cabinet.telemetry import TelemetryStore
 from cabinet.watchdog import Watchdog, notify
@@ -112,6 +112,7 @@ class Cabinet:
     charging_now: set[int] = field(default_factory=set)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     exit_code: int = 0
+    _unwritable_logged_at: float = -1e9
     exit_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     def request_exit(self, code: int, why: str) -> None:
@@ -244,6 +245,11 @@ class Cabinet:
                 if self.controller:
                     self.controller.refusing = "ledger_unusable"
                 log.critical("ledger failed while running: %s", e)
+            except LedgerUnwritable as e:
+                # full or read-only card: nothing was written; the next scans see the change again
+                if time.monotonic() - self._unwritable_logged_at > 60:
+                    self._unwritable_logged_at = time.monotonic()
+                    log.error("the card refuses writes, changes wait until it takes them again: %s", e)
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
 
     async def _backup_loop(self) -> None:

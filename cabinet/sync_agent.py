@@ -228,7 +228,7 @@ class SyncAgent:
         """Verify a signed config; when newer than ours, take it into force and record it."""
 
         def accept(led: Ledger) -> SignedConfig:
-            with led.db.atomic():
+            with led.atomic():
                 config = self.trust.verifier(led).verify_config(payload)
                 led.record("config_applied", version=config.counter)
                 return config

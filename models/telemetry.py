@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -108,9 +108,21 @@ def validate(tel: BatteryTelemetry, source: str = "") -> None:
         )
 
 
+def _checked(reader: Any, source: str) -> Iterator[list[str]]:
+    """The csv reader's records, with its own errors (e.g. an oversized field) as TelemetryError."""
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise TelemetryError(f"not valid CSV: {e}", row=reader.line_num, source=source) from None
+        yield record
+
+
 def parse_telemetry(stream: TextIO, source: str = "") -> dict[str, BatteryTelemetry]:
     """Parse a telemetry CSV stream into windows keyed by battery SN (in order of first appearance)."""
-    reader = csv.reader(stream)
+    reader = _checked(csv.reader(stream), source)
     try:
         header = next(reader)
     except StopIteration:

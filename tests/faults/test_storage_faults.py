@@ -89,11 +89,6 @@ async def test_cloud_eject_on_a_full_card_is_not_acted_on_and_nothing_crashes(
     assert await rig.ledger.rental("R-low") is None  # no half-made rental
 
 
-@pytest.mark.xfail(
-    reason="cabinet/controller.py: Controller.rent lets LedgerUnwritable escape instead of returning "
-    "RentOutcome(status='refused', reason='storage_unwritable') (patch in the hardening report)",
-    strict=True,
-)
 async def test_controller_refuses_to_rent_on_a_full_card_with_a_reason(fault_rig, small_disk) -> None:
     rig = await fault_rig(small_disk.path)
     small_disk.fill()
@@ -101,11 +96,6 @@ async def test_controller_refuses_to_rent_on_a_full_card_with_a_reason(fault_rig
     assert (out.status, out.reason) == ("refused", "storage_unwritable")
 
 
-@pytest.mark.xfail(
-    reason="cabinet/service.py: _poll_loop catches only LedgerCorrupt, so the first return recorded on "
-    "a full card (LedgerUnwritable) ends the bus poller (patch in the hardening report)",
-    strict=True,
-)
 async def test_bus_poller_survives_a_full_card_and_records_the_return_once_space_is_back(
     fault_rig, small_disk
 ) -> None:

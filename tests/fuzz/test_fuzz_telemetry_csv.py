@@ -98,11 +98,6 @@ def test_any_bytes_as_a_telemetry_file_are_refused_with_a_telemetry_error(tmp_pa
         assert str(path) in str(e)
 
 
-@pytest.mark.xfail(
-    reason="models/telemetry.py: csv.Error ('field larger than field limit') escapes parse_telemetry "
-    "instead of a TelemetryError naming the row (fix proposed in the hardening report)",
-    strict=True,
-)
 def test_oversized_field_is_a_telemetry_error_naming_the_row() -> None:
     text = ",".join(TELEMETRY_COLUMNS) + '\nPB000001,0,4,1,25,50,3\n"' + "9" * 140_000 + '",1,1,1,1,1,1\n'
     with pytest.raises(TelemetryError) as err:
