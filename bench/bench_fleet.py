@@ -278,7 +278,9 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
-async def run_one(workers: int, n: int, steady_s: float, backlog: int, rate: float, renters: int) -> Result:
+async def run_one(
+    workers: int, n: int, steady_s: float, backlog: int, rate: float, renters: int, telemetry: bool = True
+) -> Result:
     res = Result(workers, n)
     work = Path(tempfile.mkdtemp(prefix=f"bench-fleet-{workers}-"))
     stack = Stack(work, workers)
@@ -288,7 +290,8 @@ async def run_one(workers: int, n: int, steady_s: float, backlog: int, rate: flo
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             await stack.wait_healthy(http)
             api = Api(http, stack.ports)
-            gen = LoadGen("127.0.0.1", stack.broker_port, n, cloud_key=stack.key, return_after_s=5.0)
+            gen = LoadGen("127.0.0.1", stack.broker_port, n, cloud_key=stack.key, return_after_s=5.0,
+                          telemetry_s=(30.0, 60.0) if telemetry else None)  # fmt: skip
             _, tokens = await bootstrap(api, gen.ids(), renters)
             t0 = time.monotonic()
             await gen.start()
@@ -312,7 +315,6 @@ async def run_one(workers: int, n: int, steady_s: float, backlog: int, rate: flo
             wall = time.monotonic() - w0
             cpu1 = [proc_cpu_s(p) for p in pids]
             res.steady_s = round(wall, 1)
-            res.connected = gen.stats.connected_now(gen.fleet)
             res.steady_events_per_s = round((gen.stats.events_acked - ev0) / wall, 1)
             res.telemetry_per_s = round((gen.stats.telemetry - tm0) / wall, 1)
             res.cloud_cpu_pct = [
@@ -335,6 +337,10 @@ async def run_one(workers: int, n: int, steady_s: float, backlog: int, rate: flo
             res.backlog_events_per_s = round((gen.stats.events_acked - before) / res.backlog_s, 1)
             if gen.unacked():
                 res.error = f"{gen.unacked()} events still unacked after 600 s"
+            # held: with the deliberate link drops paused, every cabinet is (back) online
+            with contextlib.suppress(TimeoutError):
+                await gen.wait_connected(60)
+            res.connected = gen.stats.connected_now(gen.fleet)
             money = await asyncio.to_thread(subprocess.run, [str(BIN / "cabinet-cloud"), "money-check", "--database",
                                             stack.url], capture_output=True, timeout=300)  # fmt: skip
             res.money_check_exit = money.returncode
@@ -398,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rent-rate", type=float, default=2.0, help="app rentals per second (default 2)")
     ap.add_argument("--renters", type=int, default=40)
+    ap.add_argument("--no-telemetry", action="store_true", help="cabinets send no telemetry (diagnosis)")
     ap.add_argument("--no-report", action="store_true", help="do not write BENCHMARKS.md")
     args = ap.parse_args(argv)
     n = args.cabinets or (200 if args.quick else 1000)
@@ -407,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for w in workers:
         print(f"fleet: {n} cabinets, {w} cloud worker(s) ...", flush=True)
-        r = asyncio.run(run_one(w, n, steady, backlog, args.rent_rate, args.renters))
+        r = asyncio.run(run_one(w, n, steady, backlog, args.rent_rate, args.renters, not args.no_telemetry))
         print(f"  {r}", flush=True)
         results.append(r)
     body = table(results, n)

@@ -345,8 +345,8 @@ class SimCabinet:
             self.slots[slot] = sn
             self.record("battery_returned", rental_id=rental, slot=slot, sn=sn, soc=60, temp_c=27.5)
             self.gen.stats.returns += 1
-        if now >= self.next_tm and self.link.connected:
-            self.next_tm = now + self.rng.uniform(30, 60)
+        if self.gen.telemetry_s and now >= self.next_tm and self.link.connected:
+            self.next_tm = now + self.rng.uniform(*self.gen.telemetry_s)
             samples = tuple(
                 SlotSample(n, time.time(), sn, 90, 4100, 500, 255) for n, sn in self.slots.items() if sn
             )
@@ -432,13 +432,15 @@ class LoadGen:
 
     def __init__(self, host: str, port: int, n: int, *, cloud_key: str = "", prefix: str = "LG",
                  event_interval_s: float = 60.0, reconnect_share_per_min: float = 0.05,
-                 return_after_s: float = 10.0, transport: str = "light", seed: int = 1) -> None:  # fmt: skip
+                 return_after_s: float = 10.0, transport: str = "light", seed: int = 1,
+                 telemetry_s: tuple[float, float] | None = (30.0, 60.0)) -> None:  # fmt: skip
         self.host, self.port, self.n, self.prefix = host, port, n, prefix
         self.keyring = keyring_from_b64(dict([cloud_key.split(":", 1)])) if cloud_key else {}
         self.event_interval_s = event_interval_s
         self.reconnect_share_per_min = reconnect_share_per_min
         self.return_after_s = return_after_s
         self.transport = transport
+        self.telemetry_s = telemetry_s  # None: no telemetry
         self.rng = random.Random(seed)
         self.stats = FleetStats()
         self.fleet: list[SimCabinet] = []
