@@ -179,7 +179,9 @@ class Controller:
             await self._emit("battery_returned", slot=ob.slot, sn=ob.sn, rental_id=rental_id)
         problem = self._returned_unwell(ob)
         if problem:
-            await self.ledger.record("battery_quarantined", sn=ob.sn, reason=problem)
+            held = await self.ledger.battery(ob.sn)
+            if held is None or not held.quarantined:  # a quarantine outlives the battery going missing
+                await self.ledger.record("battery_quarantined", sn=ob.sn, reason=problem)
             slot = await self.ledger.slot(ob.slot)
             if slot is None or not slot.quarantined:
                 await self.ledger.record("slot_quarantined", slot=ob.slot, reason=problem, by="cabinet")

@@ -362,7 +362,7 @@ class Renter:
 
 
 def write_config(work: Path, pty: str, cloud_key: str) -> Path:
-    """The cabinet's TOML config: fast scans and short timeouts, sync off (no broker needed)."""
+    """The cabinet's TOML config: fast scans and short timeouts; sync and web off (no broker, no port)."""
     text = f"""\
 [cabinet]
 id = "{CABINET_ID}"
@@ -389,6 +389,9 @@ eject_timeout_s = {EJECT_TIMEOUT_S}
 [sync]
 enabled = false
 cloud_keys = ["{cloud_key}"]
+
+[web]
+enabled = false
 """
     path = work / "cabinet.toml"
     path.write_text(text)
