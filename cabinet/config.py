@@ -186,7 +186,7 @@ KEYS: tuple[Key, ...] = (
         min=0,
         max=1,
     ),
-    Key("health", "interval_s", float, 300.0, "Seconds between fault prediction runs.", min=5),
+    Key("health", "interval_s", float, 300.0, "Seconds between fault prediction runs.", min=1),
     # --- sync ---
     Key("sync", "enabled", bool, True, "Connect to the cloud broker."),
     Key("sync", "broker_host", str, "localhost", "MQTT broker host."),

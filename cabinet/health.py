@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cabinet.telemetry import TelemetryStore
-from models.predictor import CRITERIA, FLAG_INSUFFICIENT_DATA, FaultPredictor, ModelError, Prediction
+from models.features import MIN_SAMPLES
+from models.predictor import CRITERIA, FaultPredictor, ModelError, Prediction
 from models.telemetry import BatteryTelemetry, TelemetryError, TelemetrySample
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Health:
     model_path: str | None
     risk_quarantine: float = 0.7
     interval_s: float = 300.0
+    min_window_s: float = 2 * 3600.0  # hardware time a window must span before its risk can quarantine
     risks: dict[str, Prediction] = field(default_factory=dict)
     last_run_at: float | None = None
     problem: str | None = None
@@ -73,6 +75,7 @@ class Health:
             await asyncio.sleep(self.interval_s)
             try:
                 await self.run_once()
+                await asyncio.to_thread(self.telemetry.prune)
             except Exception:
                 log.exception("fault prediction run failed")
 
@@ -83,10 +86,15 @@ class Health:
             samples = self.telemetry.window(sn)
             if not samples:
                 continue
-            t0 = samples[0].at_wall
+            timed: list[tuple[float, Any]] = []
+            for s in samples:
+                t = s.t_hw if s.t_hw is not None else s.at_wall
+                if timed and t < timed[-1][0]:
+                    timed = []  # the timeline restarted (e.g. samples from before hardware time): keep the newest part
+                timed.append((t, s))
+            t0 = timed[0][0]
             rows = [
-                TelemetrySample(s.at_wall - t0, s.voltage_v, s.current_a, s.temp_c, s.soc, s.cycle)
-                for s in samples
+                TelemetrySample(t - t0, s.voltage_v, s.current_a, s.temp_c, s.soc, s.cycle) for t, s in timed
             ]
             try:
                 out.append(BatteryTelemetry.from_samples(sn, rows))
@@ -100,13 +108,14 @@ class Health:
             return []
         in_slots = [b for b in await self.ledger.batteries() if b.place == "slot"]
         windows = self.windows([b.sn for b in in_slots])
+        spans = {w.battery_sn: float(w.t_s[-1]) if len(w) >= MIN_SAMPLES else 0.0 for w in windows}
         predictions = await asyncio.to_thread(self.predictor.predict, windows)
         self.last_run_at = time.time()
         quarantined = {b.sn for b in in_slots if b.quarantined}
         for p in predictions:
             self.risks[p.battery_sn] = p
-            if FLAG_INSUFFICIENT_DATA in p.flags and not set(p.flags) & CRITERION_FLAGS:
-                continue  # a guess from a few samples never takes a battery out of service
+            if not set(p.flags) & CRITERION_FLAGS and spans.get(p.battery_sn, 0.0) < self.min_window_s:
+                continue  # a guess from a short window never takes a battery out of service
             if p.risk >= self.risk_quarantine and p.battery_sn not in quarantined:
                 reasons = ", ".join(f"{c.name}={c.value:.3g}" for c in p.top_features) or "model risk"
                 await self.ledger.record(

@@ -23,7 +23,7 @@ from cabinet import config as cfg
 from cabinet.controller import Controller, RentSettings
 from cabinet.ledger import AsyncLedger, Backups, LedgerCorrupt, LedgerError, LedgerUnwritable
 from cabinet.observations import Observation
-from cabinet.telemetry import TelemetryStore
+from cabinet.telemetry import HardwareClock, TelemetryStore
 from cabinet.watchdog import Watchdog, notify
 
 log = logging.getLogger("cabinet")
@@ -110,6 +110,7 @@ class Cabinet:
     started_at: float = field(default_factory=time.monotonic)
     last_scan_at: float = 0.0
     charging_now: set[int] = field(default_factory=set)
+    hw_clock: HardwareClock = field(default_factory=HardwareClock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     exit_code: int = 0
     _unwritable_logged_at: float = -1e9
@@ -195,7 +196,8 @@ class Cabinet:
         self.last_scan_wall = time.time()
         if self.controller is not None:
             await self.controller.on_scan(obs)
-        self.telemetry.add(obs)
+        t_hw = self.hw_clock.update((h.unit_id, h.uptime_s if h.online else None) for h in self.bus.health())
+        self.telemetry.add(obs, t_hw=t_hw)
         await self._apply_charging(obs)
         return obs
 

@@ -1,8 +1,11 @@
 """Battery telemetry kept on the cabinet: downsampled samples per battery, for the fault model and charts.
 
 A separate SQLite file from the ledger: telemetry is high-volume and may be thinned or lost
-without harm, the ledger may not. Samples carry wall time (for charts and the model's ``t_s``)
-and are pruned by age and by count per battery.
+without harm, the ledger may not. Samples carry wall time (for charts) and hardware time
+``t_hw``: the slot boards' own uptime counter, stitched across board restarts into one
+monotonic timeline (:class:`HardwareClock`). The fault model's ``t_s`` comes from ``t_hw``, so a
+wrong or jumping wall clock never distorts its rates, and a simulator running faster than real
+time feeds the model time at the batteries' own pace. Pruned by age and by count per battery.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +25,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
     sn TEXT NOT NULL, at_wall REAL NOT NULL, slot INTEGER NOT NULL,
     voltage_v REAL NOT NULL, current_a REAL NOT NULL, temp_c REAL NOT NULL,
-    soc INTEGER NOT NULL, cycle INTEGER NOT NULL
+    soc INTEGER NOT NULL, cycle INTEGER NOT NULL, t_hw REAL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS samples_sn_at ON samples (sn, at_wall);
 """
@@ -37,6 +41,43 @@ class Sample:
     temp_c: float
     soc: int
     cycle: int
+    t_hw: float | None = None  # hardware time, seconds (None in files from before it existed)
+
+
+class HardwareClock:
+    """One monotonic timeline from the slot boards' uptime counters.
+
+    Follows the first board that answers; when a board's counter goes backwards (it restarted)
+    or another board takes over, the offset is adjusted so the timeline never goes back. With no
+    board answering it advances with the process's monotonic clock.
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.monotonic = monotonic
+        self.now = 0.0
+        self._source: tuple[int, float] | None = None  # (board unit id, its last uptime)
+        self._last_mono = monotonic()
+
+    def update(self, uptimes: Iterable[tuple[int, int | None]]) -> float:
+        """Feed (unit id, uptime seconds) of every board from one scan; returns hardware time."""
+        mono = self.monotonic()
+        fallback = max(0.0, mono - self._last_mono)
+        self._last_mono = mono
+        known = [(unit, up) for unit, up in uptimes if up is not None]
+        if not known:
+            self._source = None
+            self.now += fallback
+            return self.now
+        if self._source is not None and any(u == self._source[0] for u, _ in known):
+            unit = self._source[0]
+            up = next(v for u, v in known if u == unit)
+            step = up - self._source[1]
+            self.now += step if step >= 0 else fallback  # a restarted board: bridge with real time
+        else:
+            unit, up = known[0]
+            self.now += fallback
+        self._source = (unit, float(up))
+        return self.now
 
 
 class TelemetryStore:
@@ -53,6 +94,9 @@ class TelemetryStore:
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")  # telemetry may lose its last seconds
         self.conn.executescript(SCHEMA)
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(samples)")}
+        if "t_hw" not in columns:  # a file written before hardware time existed
+            self.conn.execute("ALTER TABLE samples ADD COLUMN t_hw REAL")
         self.interval_s = interval_s
         self.keep_per_battery = keep_per_battery
         self.keep_days = keep_days
@@ -60,21 +104,25 @@ class TelemetryStore:
         self.dropped = 0  # samples lost because the card refused the write (full, read-only)
         self.problem: str | None = None  # why the last write failed; None once writes work again
 
-    def add(self, observations: list[Observation], now: float | None = None) -> int:
-        """Store those observations that are due; returns how many were stored."""
+    def add(
+        self, observations: list[Observation], now: float | None = None, t_hw: float | None = None
+    ) -> int:
+        """Store those observations that are due (``interval_s`` apart in hardware time, or in wall
+        time when none is given); returns how many were stored."""
         now = time.time() if now is None else now
+        clock = now if t_hw is None else t_hw
         rows = []
         for ob in observations:
             if not ob.has_battery:
                 continue
             last = self._last.get(ob.sn)
-            if last is not None and 0 <= now - last < self.interval_s:
+            if last is not None and 0 <= clock - last < self.interval_s:
                 continue
-            self._last[ob.sn] = now
-            rows.append((ob.sn, now, ob.slot, ob.voltage_v, ob.current_a, ob.temp_c, ob.soc, ob.cycles))
+            self._last[ob.sn] = clock
+            rows.append((ob.sn, now, ob.slot, ob.voltage_v, ob.current_a, ob.temp_c, ob.soc, ob.cycles, t_hw))
         if rows:
             try:
-                self.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             except sqlite3.OperationalError as e:
                 # telemetry may be thinned: a full or read-only card must never stop the bus poller
                 if self.problem is None:
@@ -88,9 +136,10 @@ class TelemetryStore:
         return len(rows)
 
     def window(self, sn: str, limit: int = 5000) -> list[Sample]:
-        """A battery's newest ``limit`` samples, oldest first."""
+        """A battery's newest ``limit`` samples, in the order they were taken (the wall clock may jump)."""
         rows = self.conn.execute(
-            "SELECT * FROM (SELECT * FROM samples WHERE sn = ? ORDER BY at_wall DESC LIMIT ?) ORDER BY at_wall",
+            "SELECT sn, at_wall, slot, voltage_v, current_a, temp_c, soc, cycle, t_hw FROM"
+            " (SELECT rowid, * FROM samples WHERE sn = ? ORDER BY rowid DESC LIMIT ?) ORDER BY rowid",
             (sn, limit),
         ).fetchall()
         return [Sample(*r) for r in rows]

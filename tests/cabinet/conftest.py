@@ -89,16 +89,31 @@ class CloudKeys:
         self.config_entry = f"k1:{public_key_b64(self.signer.public_key)}"
         self.counter = 0
 
-    def command(self, kind: str, cabinet: str = "CAB-T1", ttl: float = 60, counter: int | None = None,
-                issued_at: float | None = None, **args: Any) -> bytes:
+    def command(
+        self,
+        kind: str,
+        cabinet: str = "CAB-T1",
+        ttl: float = 60,
+        counter: int | None = None,
+        issued_at: float | None = None,
+        **args: Any,
+    ) -> bytes:
         self.counter += 1
         now = time.time() if issued_at is None else issued_at
-        cmd = Command(cmd_id=f"C{self.counter}", cabinet=cabinet, counter=counter or self.counter,
-                      issued_at=now, expires_at=now + ttl, kind=kind, args=args)
+        cmd = Command(
+            cmd_id=f"C{self.counter}",
+            cabinet=cabinet,
+            counter=counter or self.counter,
+            issued_at=now,
+            expires_at=now + ttl,
+            kind=kind,
+            args=args,
+        )
         return self.signer.sign(cmd)
 
-    def offline_pass(self, pass_id: str, ttl: float = 3600, max_rentals: int = 1, user: str = "u-pass",
-                     age: float = 0.0) -> str:
+    def offline_pass(
+        self, pass_id: str, ttl: float = 3600, max_rentals: int = 1, user: str = "u-pass", age: float = 0.0
+    ) -> str:
         now = time.time() - age
         return self.signer.sign_pass(OfflinePass(pass_id, user, now, now + ttl, max_rentals))
 
@@ -113,12 +128,18 @@ async def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cloud_keys: 
     """Start a simulator and a cabinet; ``await make_rig(broker=...)`` with sync to a broker."""
     stack = contextlib.AsyncExitStack()
 
-    async def make(broker: Any = None, **over: dict[str, Any]) -> Rig:
+    async def make(
+        broker: Any = None, speed: float = 1.0, batteries: Any = None, **over: dict[str, Any]
+    ) -> Rig:
         sim = await stack.enter_async_context(
-            SimServer(SimConfig(slots=8, slots_per_board=4, seed=7, fill=0.0), speed=1.0)
+            SimServer(SimConfig(slots=8, slots_per_board=4, seed=7, fill=0.0), speed=speed)
         )
-        for slot, soc in ((1, 0.95), (2, 0.90), (3, 0.50), (5, 0.85)):
-            sim.cabinet.insert(slot, sn=f"PB00000{slot}", soc=soc)
+        if batteries is None:
+            batteries = [
+                (slot, f"PB00000{slot}", soc) for slot, soc in ((1, 0.95), (2, 0.90), (3, 0.50), (5, 0.85))
+            ]
+        for slot, sn, soc in batteries:
+            sim.cabinet.insert(slot, sn=sn, soc=soc)
         monkeypatch.setenv("CABINET_SIM_GPIO", sim.gpio_address)
         sync = {"enabled": False, "cloud_keys": [cloud_keys.config_entry]}
         if broker is not None:
