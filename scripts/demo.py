@@ -28,6 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SIM_SPEED = 60  # sim seconds per real second: charging and ageing you can watch
+#: The first cabinet's slot 2 pack gets a growing soft short a minute (sim time) after start; the
+#: cabinet quarantines it a few real minutes later, before it reaches 3 %/h self-discharge.
+SCENARIO = """\
+[[fault]]
+at = 60
+kind = "internal_short"
+slot = 2
+leak_ma = 90
+growth_ma_per_h = 10
+"""
 BIN = Path(sys.executable).parent
 
 
@@ -230,27 +241,16 @@ class Demo:
         control, gpio, web_port = free_port(), free_port(), free_port()
         pty = d / "ttySIM"
         pty.unlink(missing_ok=True)
-        sim = self.spawn(
-            f"{cab_id}-sim",
-            [
-                str(BIN / "cabinet-sim"),
-                "run",
-                "--slots",
-                str(self.slots),
-                "--slots-per-board",
-                "4",
-                "--seed",
-                str(n),
-                "--speed",
-                "30",
-                "--pty",
-                str(pty),
-                "--control",
-                str(control),
-                "--gpio",
-                str(gpio),
-            ],
-        )
+        argv = [
+            str(BIN / "cabinet-sim"), "run", "--slots", str(self.slots), "--slots-per-board", "4",
+            "--seed", str(n), "--speed", str(SIM_SPEED), "--pty", str(pty), "--control", str(control),
+            "--gpio", str(gpio),
+        ]  # fmt: skip
+        if n == 1:  # one pack of the first cabinet develops a soft internal short: watch Health catch it
+            scenario = d / "scenario.toml"
+            scenario.write_text(SCENARIO)
+            argv += ["--scenario", str(scenario)]
+        sim = self.spawn(f"{cab_id}-sim", argv)
         wait_until(
             lambda: pty.exists() and port_open(control) and port_open(gpio), 20, f"simulator {cab_id}", [sim]
         )
@@ -260,7 +260,7 @@ class Demo:
             f'[cabinet]\nid = "{cab_id}"\ndata_dir = "{d / "data"}"\nslots = {self.slots}\n\n'
             f'[bus]\nurl = "serial://{pty}"\nslots_per_board = 4\ntimeout_s = 0.2\npoll_interval_s = 1.0\n\n'
             '[locks]\npin_factory = "cabinetsim"\n\n'
-            "[health]\ninterval_s = 60\n\n"
+            "[health]\ninterval_s = 20\n\n"
             f'[sync]\nbroker_host = "127.0.0.1"\nbroker_port = {broker_port}\ntls = false\ntelemetry_interval_s = 10\n'
             f"cloud_keys = [{keys}]\n\n"
             f'[web]\nhost = "127.0.0.1"\nport = {web_port}\n'
