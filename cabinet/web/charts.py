@@ -21,6 +21,9 @@ def line_chart(
         return (
             f'<figure class="chart"><figcaption>{t}</figcaption><p class="muted">No samples yet.</p></figure>'
         )
+    # samples come in the order they were taken; a wall clock that jumped must not draw loops
+    pairs = sorted(zip(times, values, strict=True))
+    times, values = [t for t, _ in pairs], [v for _, v in pairs]
     lo, hi = min(values), max(values)
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
@@ -50,7 +53,12 @@ def line_chart(
         f'<text x="{W - PAD_R}" y="{H - 6}" text-anchor="end" font-size="10" fill="#1f2937">'
         f"{'now' if ago < 1 else f'-{ago:.0f} min'}</text>"
         f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>'
-        "</svg></figure>"
+        + (
+            f'<circle cx="{points.split(",")[0]}" cy="{points.split(",")[1]}" r="4" fill="{colour}"/>'
+            if len(values) == 1
+            else ""
+        )
+        + "</svg></figure>"
     )
 
 

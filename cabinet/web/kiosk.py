@@ -80,7 +80,7 @@ async def kiosk_info(cab: Any) -> dict[str, Any]:
         "tariff": tariff_lines(cab.tariff),
         "online": bool(sync is not None and sync.transport.connected),
         "renting": cab.ledger_problem is None and cab.controller is not None and not cab.controller.refusing,
-        "ready": sum(1 for s in slots if s["state"] == "ready"),
+        "ready": sum(1 for s in slots if s["rentable"]),
         "empty": sum(1 for s in slots if s["state"] == "empty"),
         "reasons": REASONS,
     }

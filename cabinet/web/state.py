@@ -71,6 +71,7 @@ async def slots_view(cab: Any) -> list[dict[str, Any]]:
     ledger_slots = {s.slot: s for s in await cab.ledger.slots()} if cab.ledger else {}
     batteries = {b.sn: b for b in await cab.ledger.batteries()} if cab.ledger else {}
     min_soc = cab.controller.settings.min_soc if cab.controller else cab.config["rent.min_soc"]
+    denied = set(cab.controller.deny_list()) if cab.controller else set()
     out = []
     for slot in range(1, n + 1):
         ob, st = observed.get(slot), ledger_slots.get(slot)
@@ -78,10 +79,22 @@ async def slots_view(cab: Any) -> list[dict[str, Any]]:
         b = batteries.get(sn) if sn else None
         charging = slot in cab.charging_now
         present = bool(ob is not None and ob.has_battery)
+        state = slot_state(ob, st, b, charging, min_soc)
+        # the controller's rule (Controller.rentable_slots) without a ledger call per slot
+        rentable = bool(
+            present
+            and state in ("ready", "charging")
+            and ob.soc >= min_soc
+            and not ob.faults
+            and ob.sn not in denied
+            and b is not None
+            and not b.quarantined
+        )
         out.append(
             {
                 "slot": slot,
-                "state": slot_state(ob, st, b, charging, min_soc),
+                "state": state,
+                "rentable": rentable,
                 "known": bool(ob is not None and ob.known),
                 "present": present,
                 "sn": sn,

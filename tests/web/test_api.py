@@ -18,6 +18,7 @@ async def test_slots_show_ledger_and_bus_state(web: Web) -> None:
     assert slots[1]["state"] in ("ready", "charging")
     assert slots[3]["state"] in ("low", "charging") and 30 <= slots[3]["soc"] < 80
     assert slots[4]["state"] == "empty" and slots[4]["sn"] is None
+    assert [n for n, x in slots.items() if x["rentable"]] == [1, 2, 5]  # slot 3 is below rent.min_soc
     if getattr(web.rig.cab.health, "risks", None) is None:
         assert slots[1]["risk"] is None  # no fault model part: "no prediction yet"
 

@@ -180,7 +180,7 @@
     });
     es.addEventListener("slots", (m) => {
       const s = JSON.parse(m.data).slots;
-      info.ready = s.filter((x) => x.state === "ready").length;
+      info.ready = s.filter((x) => x.rentable).length;
       info.empty = s.filter((x) => x.state === "empty").length;
       $("#ready-count").textContent = t("ready", info.ready);
       $("#empty-count").textContent = t("empty", info.empty);

@@ -77,7 +77,7 @@
         el("span", { class: "num" }, String(s.slot)),
         el("span", { class: "state" }, state),
         el("span", {}, s.sn || "—"),
-        s.present ? el("span", {}, s.soc + " % · " + s.temp_c + " °C" + (s.charging ? " · charging" : "")) : null,
+        s.present ? el("span", {}, s.soc + " % · " + s.temp_c + " °C" + (s.charging && s.state !== "charging" ? " · charging" : "")) : null,
         s.sn ? el("span", {}, risk) : null);
     });
     g.replaceChildren(...cells);
