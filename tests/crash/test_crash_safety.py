@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from cabinet.ledger import Ledger
+from tests.crash.checks import CABINET_ID, requested_rentals, verify_cli
 from tests.crash.conftest import CrashRig
-from tests.crash.harness import CABINET_ID, EJECT_TIMEOUT_S, requested_rentals, run_crash, verify_cli
+from tests.crash.harness import EJECT_TIMEOUT_S, run_crash
 
 pytestmark = pytest.mark.timeout(300)
 
