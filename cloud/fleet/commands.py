@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from cloud.db import cabinet_settings, cabinets, commands, config_versions, passes
 from cloud.fleet.view import insert_ignore
@@ -247,6 +247,23 @@ class Signatures:
                 .where(config_versions.c.counter == counter)
                 .values(published_at=self.clock())
             )
+
+    def latest_configs(self) -> list[tuple[str, bytes]]:
+        """Each cabinet's newest published, unexpired config: what its retained ``cfg`` must hold."""
+        now = self.clock()
+        with self.engine.connect() as conn:
+            newest = (
+                select(config_versions.c.cabinet_id, func.max(config_versions.c.counter).label("counter"))
+                .where(config_versions.c.published_at.is_not(None), config_versions.c.expires_at > now)
+                .group_by(config_versions.c.cabinet_id)
+                .subquery()
+            )
+            rows = conn.execute(
+                select(config_versions.c.cabinet_id, config_versions.c.payload).join(
+                    newest, config_versions.c.counter == newest.c.counter
+                )
+            ).all()
+        return [(r.cabinet_id, r.payload) for r in rows]
 
     def configs_due(self, margin_s: float) -> list[str]:
         """Registered cabinets whose newest config is missing, unpublished, or expires within ``margin_s``."""

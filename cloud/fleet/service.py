@@ -222,10 +222,21 @@ class FleetLink:
         return cfg
 
     async def _housekeeping(self) -> None:
-        """Queued commands sent after a reconnect; configs (re-)signed before they expire."""
+        """Queued commands sent after a reconnect; configs (re-)signed before they expire.
+
+        A broker that lost its state (restarted without persistence: no session on reconnect)
+        also lost the retained configs: they are published again, byte for byte.
+        """
+        seen_connects = 0
         while True:
             try:
                 await self.transport.wait_connected()
+                if self.transport.connects != seen_connects:
+                    seen_connects = self.transport.connects
+                    if not self.transport.session_present:
+                        for cabinet, payload in await asyncio.to_thread(self.signatures.latest_configs):
+                            await self.transport.publish(topic(cabinet, Channel.CFG), payload, qos=1, retain=True,
+                                                         timeout=self.settings.publish_timeout_s)  # fmt: skip
                 for cmd in await asyncio.to_thread(self.signatures.unsent):
                     await self.publish_command(cmd)
                 due = await asyncio.to_thread(
