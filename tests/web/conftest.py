@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -181,3 +185,44 @@ async def a11y_problems(page: Any, opts: dict[str, Any]) -> dict[str, Any]:
     if opts["fit"] and (out["scroll"][0] > 0 or out["scroll"][1] > 0):
         problems["scroll"] = out["scroll"]
     return problems
+
+
+AXE_VERSION = "4"  # axe-core major version from the npm registry
+AXE_CACHE = Path(os.environ.get("CABINET_AXE_DIR") or Path.home() / ".cache" / "cabinet-tests" / "axe")
+
+
+def axe_source() -> str | None:
+    """axe-core's browser bundle: from CABINET_AXE_DIR or the cache, installed there with npm if missing."""
+    js = AXE_CACHE / "node_modules" / "axe-core" / "axe.min.js"
+    if not js.exists() and shutil.which("npm"):
+        AXE_CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--silent", f"axe-core@{AXE_VERSION}"],
+            cwd=AXE_CACHE,
+            capture_output=True,
+            timeout=180,
+            check=False,
+        )
+    return js.read_text() if js.exists() else None
+
+
+@pytest.fixture(scope="session")
+def axe() -> str:
+    src = axe_source()
+    if src is None:
+        pytest.skip("axe-core is not available (needs npm and the npm registry once; or set CABINET_AXE_DIR)")
+    return src
+
+
+async def axe_violations(page: Any, axe: str) -> list[str]:
+    """Serious and critical axe-core violations on the page (injected through DevTools, not the page's CSP)."""
+    await page.evaluate(axe)
+    result = await page.evaluate(
+        "async () => { const r = await axe.run(document, {resultTypes: ['violations']});"
+        " return r.violations.map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' '))})); }"
+    )
+    return [
+        f"{v['id']} ({v['impact']}): {v['nodes'][:3]}"
+        for v in result
+        if v["impact"] in ("serious", "critical")
+    ]

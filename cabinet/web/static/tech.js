@@ -68,17 +68,16 @@
     const cells = slots.map((s) => {
       const state = STATE[s.state] || s.state;
       const risk = s.risk ? "risk " + pct(s.risk.risk) : "no prediction yet";
-      const parts = ["Slot " + s.slot, state, s.sn ? "battery " + s.sn : "no battery"];
-      if (s.present) parts.push(s.soc + " %", s.temp_c + " °C");
-      if (s.sn) parts.push(risk);
-      if (s.fault) parts.push("fault " + s.fault);
+      // the visible text is the accessible name (a hidden "Slot" word makes it read well)
       return el("a", { class: "slot st-" + s.state, href: "/tech/slot/" + s.slot, "data-slot": s.slot,
-        "data-state": s.state, "aria-label": parts.join(", ") },
-        el("span", { class: "num" }, String(s.slot)),
+        "data-state": s.state },
+        el("span", { class: "num" }, el("span", { class: "sr" }, "Slot "), String(s.slot)),
         el("span", { class: "state" }, state),
         el("span", {}, s.sn || "—"),
         s.present ? el("span", {}, s.soc + " % · " + s.temp_c + " °C" + (s.charging && s.state !== "charging" ? " · charging" : "")) : null,
-        s.sn ? el("span", {}, risk) : null);
+        s.sn ? el("span", {}, risk) : null,
+        s.fault ? el("span", {}, "fault: " + s.fault) : null,
+        s.quarantined && s.quarantine_reason ? el("span", {}, s.quarantine_reason) : null);
     });
     g.replaceChildren(...cells);
   }
