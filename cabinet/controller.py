@@ -272,7 +272,9 @@ class Controller:
                 if outcome is not None:
                     return outcome
                 reason = "lock_jammed"
-            await self.ledger.record("rental_aborted", rental_id=req.rental_id, reason=reason)
+            await self.ledger.record(
+                "rental_aborted", rental_id=req.rental_id, reason=reason, source=req.source
+            )
             await self._emit("rental_aborted", rental_id=req.rental_id, reason=reason)
             return RentOutcome(req.rental_id, "aborted", reason)
 
@@ -299,7 +301,11 @@ class Controller:
                 await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
             except TimeoutError:
                 await self.ledger.record(
-                    "rental_aborted", rental_id=req.rental_id, slot=slot, reason="not_taken"
+                    "rental_aborted",
+                    rental_id=req.rental_id,
+                    slot=slot,
+                    reason="not_taken",
+                    source=req.source,
                 )
                 await self._emit("rental_aborted", rental_id=req.rental_id, slot=slot, reason="not_taken")
                 return RentOutcome(req.rental_id, "aborted", "not_taken", slot, sn)
@@ -420,7 +426,12 @@ class Controller:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
             else:
-                await self.ledger.record("rental_aborted", rental_id=rental.rental_id, reason="interrupted")
+                await self.ledger.record(
+                    "rental_aborted",
+                    rental_id=rental.rental_id,
+                    reason="interrupted",
+                    source=rental.source or "cloud",
+                )
 
     async def _finish_eject(self, req: RentRequest, eject: _Eject) -> None:
         """Wait (holding the rent lock taken by recover) for a presented battery to be taken."""
@@ -429,7 +440,11 @@ class Controller:
                 await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
             except TimeoutError:
                 await self.ledger.record(
-                    "rental_aborted", rental_id=req.rental_id, slot=eject.slot, reason="interrupted"
+                    "rental_aborted",
+                    rental_id=req.rental_id,
+                    slot=eject.slot,
+                    reason="interrupted",
+                    source=req.source,
                 )
                 await self._emit(
                     "rental_aborted", rental_id=req.rental_id, slot=eject.slot, reason="interrupted"

@@ -20,6 +20,10 @@ from models.telemetry import BatteryTelemetry, TelemetryError, TelemetrySample
 
 log = logging.getLogger(__name__)
 
+#: Below this SoC a pack the cabinet does not charge (power budget) would look like one that
+#: refuses charge to the model, which assumes every pack in a slot charges: such samples are left out.
+POLICY_IDLE_BELOW_SOC = 90
+
 #: Flags that say a withdrawal criterion is already met (measured, not predicted).
 CRITERION_FLAGS = frozenset(flag for flag, _, _ in CRITERIA)
 
@@ -88,10 +92,14 @@ class Health:
                 continue
             timed: list[tuple[float, Any]] = []
             for s in samples:
+                if s.charge_enabled is False and s.soc < POLICY_IDLE_BELOW_SOC:
+                    continue  # held back by the cabinet's charge plan, not refusing charge: not evidence
                 t = s.t_hw if s.t_hw is not None else s.at_wall
                 if timed and t < timed[-1][0]:
                     timed = []  # the timeline restarted (e.g. samples from before hardware time): keep the newest part
                 timed.append((t, s))
+            if not timed:
+                continue
             t0 = timed[0][0]
             rows = [
                 TelemetrySample(t - t0, s.voltage_v, s.current_a, s.temp_c, s.soc, s.cycle) for t, s in timed

@@ -197,7 +197,7 @@ class Cabinet:
         if self.controller is not None:
             await self.controller.on_scan(obs)
         t_hw = self.hw_clock.update((h.unit_id, h.uptime_s if h.online else None) for h in self.bus.health())
-        self.telemetry.add(obs, t_hw=t_hw)
+        self.telemetry.add(obs, t_hw=t_hw, charge_enabled=self.charging_now)
         await self._apply_charging(obs)
         return obs
 

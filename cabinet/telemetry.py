@@ -25,7 +25,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
     sn TEXT NOT NULL, at_wall REAL NOT NULL, slot INTEGER NOT NULL,
     voltage_v REAL NOT NULL, current_a REAL NOT NULL, temp_c REAL NOT NULL,
-    soc INTEGER NOT NULL, cycle INTEGER NOT NULL, t_hw REAL
+    soc INTEGER NOT NULL, cycle INTEGER NOT NULL, t_hw REAL, charge_enabled INTEGER
 ) STRICT;
 CREATE INDEX IF NOT EXISTS samples_sn_at ON samples (sn, at_wall);
 """
@@ -42,6 +42,7 @@ class Sample:
     soc: int
     cycle: int
     t_hw: float | None = None  # hardware time, seconds (None in files from before it existed)
+    charge_enabled: bool | None = None  # the cabinet let this slot charge when the sample was taken
 
 
 class HardwareClock:
@@ -95,8 +96,9 @@ class TelemetryStore:
         self.conn.execute("PRAGMA synchronous = NORMAL")  # telemetry may lose its last seconds
         self.conn.executescript(SCHEMA)
         columns = {r[1] for r in self.conn.execute("PRAGMA table_info(samples)")}
-        if "t_hw" not in columns:  # a file written before hardware time existed
-            self.conn.execute("ALTER TABLE samples ADD COLUMN t_hw REAL")
+        for column in ("t_hw REAL", "charge_enabled INTEGER"):  # files from before these existed
+            if column.split()[0] not in columns:
+                self.conn.execute(f"ALTER TABLE samples ADD COLUMN {column}")
         self.interval_s = interval_s
         self.keep_per_battery = keep_per_battery
         self.keep_days = keep_days
@@ -105,7 +107,11 @@ class TelemetryStore:
         self.problem: str | None = None  # why the last write failed; None once writes work again
 
     def add(
-        self, observations: list[Observation], now: float | None = None, t_hw: float | None = None
+        self,
+        observations: list[Observation],
+        now: float | None = None,
+        t_hw: float | None = None,
+        charge_enabled: set[int] | None = None,
     ) -> int:
         """Store those observations that are due (``interval_s`` apart in hardware time, or in wall
         time when none is given); returns how many were stored."""
@@ -119,10 +125,13 @@ class TelemetryStore:
             if last is not None and 0 <= clock - last < self.interval_s:
                 continue
             self._last[ob.sn] = clock
-            rows.append((ob.sn, now, ob.slot, ob.voltage_v, ob.current_a, ob.temp_c, ob.soc, ob.cycles, t_hw))
+            enabled = None if charge_enabled is None else int(ob.slot in charge_enabled)
+            rows.append(
+                (ob.sn, now, ob.slot, ob.voltage_v, ob.current_a, ob.temp_c, ob.soc, ob.cycles, t_hw, enabled)
+            )
         if rows:
             try:
-                self.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             except sqlite3.OperationalError as e:
                 # telemetry may be thinned: a full or read-only card must never stop the bus poller
                 if self.problem is None:
@@ -138,11 +147,11 @@ class TelemetryStore:
     def window(self, sn: str, limit: int = 5000) -> list[Sample]:
         """A battery's newest ``limit`` samples, in the order they were taken (the wall clock may jump)."""
         rows = self.conn.execute(
-            "SELECT sn, at_wall, slot, voltage_v, current_a, temp_c, soc, cycle, t_hw FROM"
+            "SELECT sn, at_wall, slot, voltage_v, current_a, temp_c, soc, cycle, t_hw, charge_enabled FROM"
             " (SELECT rowid, * FROM samples WHERE sn = ? ORDER BY rowid DESC LIMIT ?) ORDER BY rowid",
             (sn, limit),
         ).fetchall()
-        return [Sample(*r) for r in rows]
+        return [Sample(*r[:9], None if r[9] is None else bool(r[9])) for r in rows]
 
     def batteries(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT sn FROM samples ORDER BY sn")]

@@ -407,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(var)
     var.mkdir(parents=True, exist_ok=True)
     demo = Demo(var, args.cabinets, args.slots)
+    # SIGTERM (kill, timeout, a closed terminal) stops every child too, like Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
     try:
         print("demo: starting the broker, the cloud and", args.cabinets, "simulated cabinets ...", flush=True)
         broker = demo.start_broker()

@@ -200,7 +200,12 @@ _TYPES = (
     ),
     EventType(
         "rental_aborted",
-        (req("rental_id", ID), opt("slot", SLOT), req("reason", REASON)),
+        (
+            req("rental_id", ID),
+            opt("slot", SLOT),
+            req("reason", REASON),
+            opt("source", _one_of("cloud", "pass")),
+        ),
         "A rent request ended without a battery leaving (not taken, jam, none rentable).",
     ),
     EventType(
