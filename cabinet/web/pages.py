@@ -100,6 +100,8 @@ async def login_page(request: web.Request) -> web.Response:
     ui = _ui(request)
     if ui.session_of(request) is not None:
         raise web.HTTPFound("/tech")
+    if ui.setup is not None and ui.setup.code is not None and ui.credentials.exists():
+        ui.setup.use()  # a password was set meanwhile (cabinet tech set-password): the code is void
     if ui.setup is not None and ui.setup.code is not None:
         body = (
             '<section class="card narrow"><h2>First set-up</h2>'

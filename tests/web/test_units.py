@@ -106,3 +106,15 @@ def test_setup_codes_never_reach_the_diagnostics_log() -> None:
         log.removeHandler(ring)
     assert "ABCD" not in "".join(ring.lines) and "<redacted>" in ring.lines[-1]
     assert mask_secrets("no secret here") == "no secret here"
+
+
+def test_kiosk_says_every_refusal_reason_in_both_languages() -> None:
+    from pathlib import Path
+
+    from cabinet.passes import REASONS
+
+    js = (Path(__file__).parents[2] / "cabinet" / "web" / "static" / "kiosk.js").read_text(encoding="utf-8")
+    zh = js[js.index("zh: {") :]
+    en = js[: js.index("zh: {")]
+    missing = [k for k in REASONS if f"{k}:" not in en or f"{k}:" not in zh]
+    assert missing == [], f"kiosk.js lacks words for these refusal reasons: {missing}"
