@@ -167,16 +167,19 @@ class EventApplier:
             conn.execute(
                 update(fleet_cabinets).where(fleet_cabinets.c.cabinet_id == cab).values(last_seen=now)
             )
-            stored = dict(
-                conn.execute(
+            stored: dict[int, str] = {
+                r.seq: r.event_id
+                for r in conn.execute(
                     select(cabinet_events.c.seq, cabinet_events.c.event_id).where(
                         cabinet_events.c.cabinet_id == cab,
                         cabinet_events.c.seq.between(batch.first_seq, batch.last_seq),
                     )
-                ).all()
-            )
+                )
+            }
             new = [e for e in batch.events if e.seq not in stored]
-            clashes = [(e, stored[e.seq]) for e in batch.events if e.seq in stored and stored[e.seq] != e.id]
+            clashes: list[tuple[WireEvent, str | None]] = [
+                (e, stored[e.seq]) for e in batch.events if e.seq in stored and stored[e.seq] != e.id
+            ]
             out.duplicates = len(batch.events) - len(new) - len(clashes)
             if new:  # an id already stored under another seq is a clash too (never a silent drop)
                 taken = set(
@@ -277,17 +280,16 @@ class EventApplier:
         applied = self.applied_seq(cab)
         while True:
             with self.engine.connect() as conn:
-                rows = (
-                    conn.execute(
+                rows: list[dict[str, Any]] = [
+                    dict(r)
+                    for r in conn.execute(
                         select(cabinet_events)
                         .where(cabinet_events.c.cabinet_id == cab, cabinet_events.c.seq > applied)
                         .order_by(cabinet_events.c.seq)
                         .limit(APPLY_CHUNK)
-                    )
-                    .mappings()
-                    .all()
-                )
-            run = []
+                    ).mappings()
+                ]
+            run: list[Mapping[str, Any]] = []
             for r in rows:
                 if r["seq"] != applied + len(run) + 1:
                     break  # a gap: a batch not here yet; the cabinet sends it again
@@ -296,10 +298,10 @@ class EventApplier:
                 break
             done: list[Mapping[str, Any]] = []
             try:
-                for r in run:
-                    if r["type"] in RENTAL_TYPES:
-                        self._rental_effect(_cabinet_event(cab, r), out)
-                    done.append(r)
+                for row in run:
+                    if row["type"] in RENTAL_TYPES:
+                        self._rental_effect(_cabinet_event(cab, row), out)
+                    done.append(row)
             finally:
                 if done:
                     self._advance(cab, applied, done, out)

@@ -194,13 +194,14 @@ def list_cabinets(engine: Engine, now: float, online_grace_s: float = 180.0) -> 
     with engine.connect() as conn:
         rows = {r["cabinet_id"]: dict(r) for r in conn.execute(select(fleet_cabinets)).mappings()}
         names = {r.id: r.name for r in conn.execute(select(cabinets.c.id, cabinets.c.name))}
-        alerts = dict(
-            conn.execute(
+        alerts: dict[str, int] = {
+            r[0]: int(r[1])
+            for r in conn.execute(
                 select(fleet_alerts.c.cabinet_id, func.count())
                 .where(fleet_alerts.c.acknowledged_at.is_(None))
                 .group_by(fleet_alerts.c.cabinet_id)
-            ).all()
-        )
+            )
+        }
     blank = {"online": None, "last_seen": None, "state_at": None, "backlog": None, "applied_seq": 0,
              "versions": None, "counts": None, "telemetry_at": None}  # fmt: skip
     out = []
