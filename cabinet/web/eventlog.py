@@ -86,7 +86,8 @@ def _time(q: Any, name: str) -> float | None:
 
 def select(conn: sqlite3.Connection, f: EventFilter, newest_first: bool = True) -> Iterator[Event]:
     """Events matching ``f``; type and time are filtered in SQL, slot and battery on the decoded body."""
-    where, args = [], []
+    where: list[str] = []
+    args: list[Any] = []
     if f.types:
         where.append(f"type IN ({','.join('?' * len(f.types))})")
         args += list(f.types)

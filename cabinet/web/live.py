@@ -64,8 +64,8 @@ class LiveHub:
         self._subs.add(q)
         try:
             yield b"retry: 2000\n\n"
-            for ev in list(self.last.values()):
-                yield ev.encode()
+            for latest in list(self.last.values()):
+                yield latest.encode()
             while True:
                 try:
                     ev = await asyncio.wait_for(q.get(), keepalive_s)

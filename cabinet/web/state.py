@@ -74,7 +74,8 @@ async def slots_view(cab: Any) -> list[dict[str, Any]]:
     denied = set(cab.controller.deny_list()) if cab.controller else set()
     out = []
     for slot in range(1, n + 1):
-        ob, st = observed.get(slot), ledger_slots.get(slot)
+        ob: Any = observed.get(slot)
+        st = ledger_slots.get(slot)
         sn = (ob.sn if ob is not None and ob.has_battery else None) or (st.sn if st else None)
         b = batteries.get(sn) if sn else None
         charging = slot in cab.charging_now
