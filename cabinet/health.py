@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,8 +123,11 @@ class Health:
         quarantined = {b.sn for b in in_slots if b.quarantined}
         for p in predictions:
             self.risks[p.battery_sn] = p
-            if not set(p.flags) & CRITERION_FLAGS and spans.get(p.battery_sn, 0.0) < self.min_window_s:
-                continue  # a guess from a short window never takes a battery out of service
+            if not set(p.flags) & CRITERION_FLAGS:
+                if spans.get(p.battery_sn, 0.0) < self.min_window_s:
+                    continue  # a guess from a short window never takes a battery out of service
+                if p.top_features and all(math.isnan(c.value) for c in p.top_features):
+                    continue  # driven only by what the window could not measure: no evidence either way
             if p.risk >= self.risk_quarantine and p.battery_sn not in quarantined:
                 reasons = ", ".join(f"{c.name}={c.value:.3g}" for c in p.top_features) or "model risk"
                 await self.ledger.record(

@@ -111,3 +111,51 @@ async def test_a_few_samples_never_quarantine_a_battery(tmp_path: Path) -> None:
     finally:
         store.close()
         await ledger.close()
+
+
+async def test_a_risk_driven_only_by_unmeasured_features_does_not_quarantine(tmp_path: Path) -> None:
+    from models.predictor import FeatureContribution, Prediction
+
+    ledger = await AsyncLedger.open(tmp_path / "ledger.db", "CAB-H")
+    store = TelemetryStore(tmp_path / "telemetry.db", interval_s=0)
+    try:
+        await ledger.record("battery_seen", slot=1, sn="PB0000D4")
+        await ledger.record("battery_seen", slot=2, sn="PB0000E5")
+        for sn, slot in (("PB0000D4", 1), ("PB0000E5", 2)):  # long enough windows: 3 h at rest
+            for k in range(40):
+                store.add(
+                    [
+                        Observation(
+                            slot=slot,
+                            known=True,
+                            present=True,
+                            seated=True,
+                            sn=sn,
+                            soc=95,
+                            voltage_v=4.1,
+                            temp_c=25.0,
+                            cycles=10,
+                        )
+                    ],
+                    now=1.7e9 + 300 * k,
+                    t_hw=300.0 * k,
+                )
+        nan = float("nan")
+
+        class Stub:  # a model that is sure of itself for the wrong reasons, and one right one
+            model_id = "stub"
+
+            def predict(self, windows):
+                return [
+                    Prediction("PB0000D4", 0.98, (), (FeatureContribution("capacity_ah", nan, 0.5),)),
+                    Prediction("PB0000E5", 0.98, (), (FeatureContribution("temp_rise_per_a", 9.0, 0.5),)),
+                ]
+
+        health = Health(ledger, store, None)
+        health.predictor = Stub()
+        await health.run_once()
+        assert not (await ledger.battery("PB0000D4")).quarantined
+        assert (await ledger.battery("PB0000E5")).quarantined
+    finally:
+        store.close()
+        await ledger.close()
