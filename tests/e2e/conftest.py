@@ -181,6 +181,8 @@ class Site:
         tune(self.cab)
 
     async def stop(self) -> None:
+        if self.cab is None:
+            return
         stopping = asyncio.create_task(self.cab.stop())
         while not stopping.done():
             await asyncio.wait({stopping}, timeout=2.0)
@@ -190,6 +192,7 @@ class Site:
                 t.cancel()
         with contextlib.suppress(Exception):
             stopping.result()
+        self.cab = None  # type: ignore[assignment]
         await self.sim.__aexit__(None, None, None)
 
     async def restart(self) -> None:

@@ -180,3 +180,30 @@ async def test_forged_replayed_expired_and_misaddressed_commands_are_refused_and
 
 async def _has(fn, want: set[str]) -> bool:
     return want <= await fn()
+
+
+async def test_fleet_view_shows_online_telemetry_and_the_last_will(broker, make_cloud, make_site) -> None:
+    cloud = await make_cloud(broker)
+    site = await make_site(broker, sync={"telemetry_interval_s": 1.0})
+
+    async def detail() -> dict:
+        return await (await cloud.client.get(f"/api/fleet/cabinets/{CABINET}", headers=cloud.auth())).json()
+
+    async def live() -> bool:
+        d = await detail()
+        soc = {s["slot"]: s["soc"] for s in d["slots"] if s["battery_sn"]}
+        # the simulator's 50 % pack, as the gauge reads it (it drifts a little while the pack charges)
+        return d["online"] is True and d["telemetry_at"] is not None and 35 <= (soc.get(3) or 0) <= 65
+
+    await until(live, what="state and telemetry in the fleet view")
+    assert (await detail())["versions"]  # the cabinet reported its software versions
+    await site.stop()  # the cabinet goes away: the broker publishes its last will
+
+    async def offline() -> bool:
+        return (await detail())["online"] is False
+
+    await until(offline, what="the last will to mark the cabinet offline")
+    listing = await (await cloud.client.get("/api/fleet/cabinets", headers=cloud.auth())).json()
+    assert {c["id"]: c["online"] for c in listing} == {CABINET: False, "CAB-T2": False}
+    _, renter = await cloud.renter("bob@example.com")
+    assert (await cloud.client.get("/api/fleet/cabinets", headers=cloud.auth(renter))).status == 403
