@@ -354,6 +354,8 @@ class Controller:
             self._ejecting[slot] = eject
             try:
                 result = await self.locks.open(slot, timeout=self.settings.jam_timeout_s)
+                if not sn:
+                    return "opened (the slot was empty)"  # nothing seated: no movement to see, not a jam
                 if not result.opened:
                     await self.ledger.record(
                         "slot_fault", slot=slot, kind="lock_jam", detail=f"unlock by {by}"
@@ -383,6 +385,13 @@ class Controller:
         if state is not None and state.quarantined:
             await self.ledger.record("slot_released", slot=slot, reason=reason, by=by)
         await self._emit("slot_released", slot=slot, reason=reason)
+
+    async def stop(self) -> None:
+        """Cancel background work (a foreign pack offered back, a recovery wait) and wait for it;
+        what it left open is settled by ``recover()`` at the next start."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     async def recover(self, observations: Iterable[Observation]) -> None:
         """After a restart: settle rent requests that a crash or power cut left open.

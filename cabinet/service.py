@@ -85,6 +85,18 @@ def to_observation(r: Any) -> Observation:
     )
 
 
+async def cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel tasks until they are really done: on Python 3.11 ``asyncio.wait_for`` (used inside
+    pymodbus) can swallow one cancellation (gh-86296), and a single cancel would then hang stop()."""
+    pending = [t for t in tasks if not t.done()]
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, still = await asyncio.wait(pending, timeout=1.0)
+        pending = list(still)
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 @dataclass
 class Cabinet:
     """All parts of one running cabinet."""
@@ -100,6 +112,7 @@ class Cabinet:
     watchdog: Watchdog | None = None
     extras: list[Any] = field(default_factory=list)  # sync agent, health, web: start()/stop()
     trust: Any = None
+    web: Any = None
     health: Any = None
     model_updater: Any = None
     passes: Any = None
@@ -126,7 +139,7 @@ class Cabinet:
         c = self.config
         c.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.ledger = await AsyncLedger.open(c.data_dir / "ledger.db", c["cabinet.id"])
+            self.ledger = await AsyncLedger.open(self.ledger_path, c["cabinet.id"])
         except (LedgerCorrupt, LedgerError) as e:
             # Never replace a damaged ledger: keep running (UI, diagnostics) but refuse to rent.
             self.ledger_problem = str(e)
@@ -166,9 +179,7 @@ class Cabinet:
             )
             first = [to_observation(r) for r in await self.bus.scan()]
             await self.controller.recover(first)
-            self.backups = Backups(
-                c.data_dir / "ledger.db", c.data_dir / "backups", keep=c["cabinet.backups_kept"]
-            )
+            self.backups = Backups(self.ledger_path, c.data_dir / "backups", keep=c["cabinet.backups_kept"])
             self._tasks.append(asyncio.create_task(self._backup_loop(), name="backups"))
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="bus-poller"))
         from cabinet.assemble import build_extras
@@ -264,6 +275,10 @@ class Cabinet:
             except Exception:
                 log.exception("ledger backup failed")
 
+    @property
+    def ledger_path(self) -> Path:
+        return self.config.data_dir / "ledger.db"
+
     def status_summary(self) -> dict[str, Any]:
         """Versions and counts for the retained state message and the UI."""
         from importlib.metadata import version
@@ -289,9 +304,9 @@ class Cabinet:
         for part in reversed(self.extras):
             with contextlib.suppress(Exception):
                 await part.stop()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
+        if self.controller:
+            await self.controller.stop()
         if self.bus:
             await self.bus.close()
         if self.locks:

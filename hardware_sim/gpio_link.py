@@ -81,6 +81,10 @@ class GpioLinkServer:
                     (held.add if level else held.discard)(slot)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # the server is closing: end quietly (a cancelled connection task makes asyncio's stream
+            # callback print a CancelledError traceback on Python 3.11)
+            pass
         finally:
             self._writers.discard(writer)
             for slot in held:

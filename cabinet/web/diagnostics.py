@@ -57,7 +57,7 @@ class Check:
 
 def ledger_path(cab: Any) -> Path:
     """Where the cabinet keeps its ledger (as Cabinet.start opens it)."""
-    return Path(cab.config.data_dir) / "ledger.db"
+    return Path(cab.ledger_path)
 
 
 def verify_text(cab: Any) -> tuple[bool, str]:

@@ -75,6 +75,7 @@ def make_config(data_dir: Path, pty: str, slots: int, **over: dict[str, Any]) ->
         "locks": {"pin_factory": "cabinetsim", "pulse_s": 0.05, "jam_timeout_s": 0.5},
         "rent": {"min_soc": 80, "eject_timeout_s": 3.0},
         "sync": {"enabled": False},
+        "web": {"enabled": False},
     }
     for section, values in over.items():
         data.setdefault(section, {}).update(values)

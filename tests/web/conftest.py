@@ -59,7 +59,7 @@ _STARTED: list[Rig] = []
 async def start_web(make_rig: Any, **over: Any) -> Web:  # noqa: F811
     port = free_port()
     over.setdefault("web", {})
-    over["web"] = {"host": "127.0.0.1", "port": port, **over["web"]}
+    over["web"] = {"enabled": True, "host": "127.0.0.1", "port": port, **over["web"]}
     rig = await make_rig(**over)  # noqa: F811
     _STARTED.append(rig)
     await rig.until(lambda: rig.cab.web.bound_port, what="the web UI to listen")
