@@ -249,6 +249,9 @@ class RentalService:
         with self.engine.begin() as conn:
             row = conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().first()
             if row is None:
+                if event.body.get("source") == "pass":
+                    # an offline pass rental that never started: the cloud never knew it, nothing to undo
+                    return rental_id
                 raise RentalError(
                     f"rental_aborted {event.id}: cabinet {cabinet_id} names unknown rental {rental_id}"
                 )

@@ -96,6 +96,8 @@ class FleetLink:
         self.refused = 0
         self.last_outcome: dict[str, BatchOutcome] = {}
         self._queues: dict[str, asyncio.Queue[tuple[EventBatch, float]]] = {}
+        self._status: dict[tuple[str, str], tuple[State | Telemetry, float]] = {}
+        self._status_ready = asyncio.Event()
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.parallel)
         self._tasks: list[asyncio.Task[None]] = []
@@ -106,6 +108,7 @@ class FleetLink:
         await self.transport.start()
         self._tasks = [
             asyncio.create_task(self._reader(), name="fleet-reader"),
+            asyncio.create_task(self._status_worker(), name="fleet-status"),
             asyncio.create_task(self._housekeeping(), name="fleet-housekeeping"),
         ]
 
@@ -134,12 +137,27 @@ class FleetLink:
             try:
                 if isinstance(decoded, EventBatch):
                     self._enqueue(decoded, now)
-                elif isinstance(decoded, State):
-                    await asyncio.to_thread(apply_state, self.engine, decoded, now)
-                elif isinstance(decoded, Telemetry):
-                    await asyncio.to_thread(apply_telemetry, self.engine, decoded, now)
+                elif isinstance(decoded, State | Telemetry):
+                    # never let state and telemetry hold up event batches (and the rentals in them):
+                    # a side task applies them, keeping only the newest of each per cabinet
+                    self._status[(type(decoded).__name__, decoded.cabinet)] = (decoded, now)
+                    self._status_ready.set()
             except Exception:  # one bad message or a database hiccup must not stop the reader
                 log.exception("fleet: failed to handle a message on %s", msg.topic)
+
+    async def _status_worker(self) -> None:
+        while True:
+            await self._status_ready.wait()
+            self._status_ready.clear()
+            pending, self._status = self._status, {}
+            for decoded, now in pending.values():
+                try:
+                    if isinstance(decoded, State):
+                        await asyncio.to_thread(apply_state, self.engine, decoded, now)
+                    else:
+                        await asyncio.to_thread(apply_telemetry, self.engine, decoded, now)
+                except Exception:  # a database hiccup must not stop the fleet view for good
+                    log.exception("fleet: failed to apply %s of %s", type(decoded).__name__, decoded.cabinet)
 
     def _enqueue(self, batch: EventBatch, now: float) -> None:
         q = self._queues.get(batch.cabinet)
