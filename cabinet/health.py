@@ -126,8 +126,8 @@ class Health:
             if not set(p.flags) & CRITERION_FLAGS:
                 if spans.get(p.battery_sn, 0.0) < self.min_window_s:
                     continue  # a guess from a short window never takes a battery out of service
-                if p.top_features and all(math.isnan(c.value) for c in p.top_features):
-                    continue  # driven only by what the window could not measure: no evidence either way
+                if p.top_features and math.isnan(p.top_features[0].value):
+                    continue  # its strongest reason is something the window could not measure: not evidence
             if p.risk >= self.risk_quarantine and p.battery_sn not in quarantined:
                 reasons = ", ".join(f"{c.name}={c.value:.3g}" for c in p.top_features) or "model risk"
                 await self.ledger.record(

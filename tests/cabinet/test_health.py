@@ -113,7 +113,7 @@ async def test_a_few_samples_never_quarantine_a_battery(tmp_path: Path) -> None:
         await ledger.close()
 
 
-async def test_a_risk_driven_only_by_unmeasured_features_does_not_quarantine(tmp_path: Path) -> None:
+async def test_a_risk_whose_strongest_reason_was_not_measured_does_not_quarantine(tmp_path: Path) -> None:
     from models.predictor import FeatureContribution, Prediction
 
     ledger = await AsyncLedger.open(tmp_path / "ledger.db", "CAB-H")
@@ -147,7 +147,15 @@ async def test_a_risk_driven_only_by_unmeasured_features_does_not_quarantine(tmp
 
             def predict(self, windows):
                 return [
-                    Prediction("PB0000D4", 0.98, (), (FeatureContribution("capacity_ah", nan, 0.5),)),
+                    Prediction(
+                        "PB0000D4",
+                        0.98,
+                        (),
+                        (
+                            FeatureContribution("capacity_ah", nan, 0.5),
+                            FeatureContribution("cv_tau_h", 0.5, 0.2),
+                        ),
+                    ),
                     Prediction("PB0000E5", 0.98, (), (FeatureContribution("temp_rise_per_a", 9.0, 0.5),)),
                 ]
 
