@@ -79,6 +79,16 @@ def build_extras(cab: Cabinet) -> list[Any]:
     cab.passes = PassDesk(
         cab.controller, cab.trust.verifier, lambda: cab.trust.revoked, c["rent.max_offline_rentals_per_pass"]
     )
+    if c["kiosk.code_reader_port"]:
+        from cabinet.scanner import Scanner
+
+        def publish(kind: str, data: dict[str, Any]) -> None:
+            if cab.web is not None:
+                cab.web.hub.publish(kind, data)
+
+        parts.append(
+            Scanner(c["kiosk.code_reader_port"], c["kiosk.code_reader_baudrate"], cab.passes, publish)
+        )
     if cab.trust.config is not None:
         apply_config_body(cab, cab.trust.config)
     models = ModelStore(c.data_dir / "models")

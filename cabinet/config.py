@@ -231,6 +231,14 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "kiosk",
+        "code_reader_port",
+        str,
+        "",
+        "Serial port of the kiosk's QR code reader (e.g. /dev/ttyACM0); empty: none (the kiosk page still takes codes).",
+    ),
+    Key("kiosk", "code_reader_baudrate", int, 9600, "Baud rate of the code reader.", min=1200, max=921600),
+    Key(
+        "kiosk",
         "idle_s",
         float,
         45.0,

@@ -188,6 +188,8 @@
       $("#empty-count").textContent = t("empty", info.empty);
     });
     es.addEventListener("eject", (m) => startEject(JSON.parse(m.data)));
+    // a pass scanned on the serial code reader and refused (no eject follows)
+    es.addEventListener("scan_refused", (m) => { const d = JSON.parse(m.data); result({ kind: "refused", reason: d.reason }); });
     es.addEventListener("rental_started", (m) => {
       const d = JSON.parse(m.data);
       if (eject && eject.rental_id === d.rental_id) result({ kind: "taken", slot: d.slot });
