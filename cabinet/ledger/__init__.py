@@ -15,7 +15,6 @@ from .errors import (
 )
 from .events import EVENT_TYPES, Event
 from .ledger import Ledger
-from .replay_guard import ReplayWindow
 from .schema import SCHEMA_VERSION
 from .verify import Problem, VerifyReport, verify, verify_db
 from .views import BatteryState, CommandSeen, RentalState, SlotState
@@ -37,7 +36,6 @@ __all__ = [
     "LedgerUnwritable",
     "Problem",
     "RentalState",
-    "ReplayWindow",
     "SlotState",
     "VerifyReport",
     "verify",

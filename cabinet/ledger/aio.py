@@ -49,9 +49,6 @@ class AsyncLedger:
     async def record(self, type_: str, /, **body: Any) -> Event:
         return await self.run(lambda lg: lg.record(type_, **body))
 
-    async def record_if_fresh(self, guard_key: str, counter: int, type_: str, /, **body: Any) -> Event | None:
-        return await self.run(lambda lg: lg.record_if_fresh(guard_key, counter, type_, **body))
-
     async def slots(self) -> list[SlotState]:
         return await self.run(Ledger.slots)
 
@@ -81,9 +78,6 @@ class AsyncLedger:
 
     async def set_acked(self, seq: int) -> int:
         return await self.run(lambda lg: lg.set_acked(seq))
-
-    async def replay_accept(self, key: str, counter: int) -> bool:
-        return await self.run(lambda lg: lg.replay_accept(key, counter))
 
     async def close(self) -> None:
         """Close the ledger on its thread, then stop the thread."""

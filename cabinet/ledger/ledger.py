@@ -39,7 +39,6 @@ from .files import (
 )
 from .projections import apply
 from .replay import EVENT_COLUMNS, event_from_row, rebuild_projections
-from .replay_guard import DEFAULT_WINDOW, ReplayWindow
 from .schema import MIGRATION_NAMES, PROJECTIONS_VERSION, SCHEMA_VERSION, applied_versions, migrations
 from .views import BatteryState, CommandSeen, RentalState, SlotState
 
@@ -160,14 +159,9 @@ class Ledger:
         it joins that transaction (as a savepoint): durable when the outer one commits,
         and gone without a seq gap if it rolls back (seq is read inside the transaction).
         """
-        return self._record(None, type_, body)  # type: ignore[return-value]
+        return self._record(type_, body)
 
-    def record_if_fresh(self, guard_key: str, counter: int, type_: str, /, **body: Any) -> Event | None:
-        """Record an event only if ``counter`` is fresh for ``guard_key`` (replay protection),
-        marking it seen in the same transaction. Returns None (writing nothing) for a replay."""
-        return self._record((guard_key, counter), type_, body)
-
-    def _record(self, guard: tuple[str, int] | None, type_: str, body: dict[str, Any]) -> Event | None:
+    def _record(self, type_: str, body: dict[str, Any]) -> Event:
         clean = validate_body(type_, body)
         blob = encode_body(clean)
         decoded = decode_body(blob)  # what replay will see, exactly
@@ -175,8 +169,6 @@ class Ledger:
             self._check_reserve(type_)
         stamp = clock.now()
         with self.atomic():
-            if guard is not None and not self._replay_mark(*guard):
-                return None
             seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM events").fetchone()[0]
             event = Event(seq, str(uuid.uuid4()), type_, stamp.at_wall, stamp.at_mono, stamp.boot_id, decoded)
             self.conn.execute(
@@ -326,33 +318,8 @@ class Ledger:
         """Events not yet acknowledged by the cloud."""
         return self.last_seq - self.acked_seq
 
-    # ---- replay guard --------------------------------------------------------------
-
-    def replay_window(self, key: str) -> ReplayWindow | None:
-        row = self.conn.execute("SELECT high, window FROM replay_guard WHERE key = ?", (key,)).fetchone()
-        return ReplayWindow.from_row(row[0], row[1]) if row else None
-
-    def replay_put(self, key: str, window: ReplayWindow) -> None:
-        with self.atomic():
-            self.conn.execute(
-                "INSERT INTO replay_guard (key, high, window, updated_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET high = excluded.high, window = excluded.window,"
-                " updated_at = excluded.updated_at",
-                (key, window.high, window.to_blob(), time.time()),
-            )
-
-    def replay_accept(self, key: str, counter: int) -> bool:
-        """Mark ``counter`` seen for ``key``; False if it is a replay (nothing changes)."""
-        with self.db.atomic():
-            return self._replay_mark(key, counter)
-
-    def _replay_mark(self, key: str, counter: int) -> bool:
-        current = self.replay_window(key)
-        new = ReplayWindow.first(counter, DEFAULT_WINDOW) if current is None else current.accept(counter)
-        if new is None:
-            return False
-        self.replay_put(key, new)
-        return True
+    # Signed-message replay state lives in the replay_guard table, written by the cabinet's
+    # LedgerReplayStore (cabinet/trust.py) inside the same transaction as the command it guards.
 
     def meta(self) -> dict[str, str]:
         """The file's meta keys (cabinet_id, created_at, projections_version)."""

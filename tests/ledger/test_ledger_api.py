@@ -7,11 +7,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from ledger_helpers import CABINET, stock
 
-from cabinet.ledger import AsyncLedger, Ledger, LedgerError, LedgerRuleError, ReplayWindow, verify_db
+from cabinet.ledger import AsyncLedger, Ledger, LedgerError, LedgerRuleError, verify_db
 
 
 def test_outbox_is_events_after_the_ack_in_order(ledger: Ledger) -> None:
@@ -49,48 +47,6 @@ def test_ack_survives_reopen(ledger_path: Path) -> None:
     with Ledger.open(ledger_path, CABINET) as lg:
         assert lg.acked_seq == 2
         assert [e.type for e in lg.events_after(lg.acked_seq)] == ["battery_seen", "ledger_opened"]
-
-
-def test_replay_guard_refuses_repeats_and_too_old_counters(ledger: Ledger) -> None:
-    assert ledger.replay_accept("k", 100) is True
-    assert ledger.replay_accept("k", 100) is False
-    assert ledger.replay_accept("k", 98) is True  # out of order but inside the window
-    assert ledger.replay_accept("k", 98) is False
-    assert ledger.replay_accept("k", 200) is True
-    assert ledger.replay_accept("k", 136) is False  # 64 behind the high-water mark: too old
-    assert ledger.replay_accept("k", 137) is True
-    assert ledger.replay_accept("other", 1) is True
-    assert ledger.replay_window("k").high == 200
-
-
-def test_record_if_fresh_writes_nothing_for_a_replayed_command(ledger: Ledger) -> None:
-    ev = ledger.record_if_fresh("cloud", 7, "command_received", cmd_id="c7", kind="eject")
-    assert ev is not None and ledger.command_seen("c7").received_seq == ev.seq
-    seq = ledger.last_seq
-    assert ledger.record_if_fresh("cloud", 7, "command_received", cmd_id="c7-again", kind="eject") is None
-    assert ledger.last_seq == seq and ledger.command_seen("c7-again") is None
-    # a rule error rolls the guard back too: counter 8 stays usable
-    with pytest.raises(LedgerRuleError):
-        ledger.record_if_fresh("cloud", 8, "command_received", cmd_id="c7", kind="eject")
-    assert ledger.replay_window("cloud").high == 7
-    assert ledger.record_if_fresh("cloud", 8, "command_received", cmd_id="c8", kind="eject") is not None
-
-
-@given(st.lists(st.integers(min_value=0, max_value=300), max_size=60))
-def test_replay_window_accepts_each_counter_at_most_once(counters: list[int]) -> None:
-    window: ReplayWindow | None = None
-    accepted: set[int] = set()
-    for c in counters:
-        new = ReplayWindow.first(c) if window is None else window.accept(c)
-        if new is not None:
-            assert c not in accepted
-            accepted.add(c)
-            window = new
-        else:
-            assert window is not None and (c in accepted or c <= window.high - window.size)
-    if window is not None:
-        again = ReplayWindow.from_row(window.high, window.to_blob())
-        assert again == window
 
 
 def test_second_writer_process_is_refused(ledger_path: Path, ledger: Ledger) -> None:
