@@ -164,7 +164,7 @@ KEYS: tuple[Key, ...] = (
         max=10,
     ),
     # --- charging ---
-    Key("charging", "power_budget_w", float, 60.0, "Power the chargers may draw in total.", min=5, max=2000),
+    Key("charging", "power_budget_w", float, 240.0, "Power the chargers may draw in total (the default charges 24 slots at once).", min=5, max=2000),
     Key(
         "charging",
         "watts_per_slot",

@@ -260,7 +260,7 @@ class Demo:
             f'[cabinet]\nid = "{cab_id}"\ndata_dir = "{d / "data"}"\nslots = {self.slots}\n\n'
             f'[bus]\nurl = "serial://{pty}"\nslots_per_board = 4\ntimeout_s = 0.2\npoll_interval_s = 1.0\n\n'
             '[locks]\npin_factory = "cabinetsim"\n\n'
-            "[health]\ninterval_s = 20\n\n"
+            "[health]\ninterval_s = 20\n\n[charging]\npower_budget_w = 200\n\n"
             f'[sync]\nbroker_host = "127.0.0.1"\nbroker_port = {broker_port}\ntls = false\ntelemetry_interval_s = 10\n'
             f"cloud_keys = [{keys}]\n\n"
             f'[web]\nhost = "127.0.0.1"\nport = {web_port}\n'
