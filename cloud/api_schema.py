@@ -44,6 +44,7 @@ TARIFF = obj(
     purchase_after_days={"type": ["integer", "null"], "minimum": 1, "maximum": 365},
 )
 DATE = {"type": "string", "format": "date"}
+INTEGER_PATH_PARAMS = ("merchant_id", "dispute_id")  # cloud.app answers 404 when one is not a number
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/health", "health", "Liveness and schema revision", auth=None),
@@ -62,6 +63,12 @@ ROUTES: tuple[Route, ...] = (
           body=obj(["card_token"], card_token={"type": "string", "minLength": 1, "maxLength": 200})),
     Route("GET", "/api/me/rentals", "my_rentals", "The account's rentals, newest first"),
     Route("GET", "/api/me/rentals/{rental_id}/receipt", "my_receipt", "Receipt of one rental", responses={404: "no such rental"}),
+    Route("POST", "/api/me/rentals/{rental_id}/disputes", "open_dispute",
+          "Dispute one of the account's rentals (reason; optional amount claimed, at most what was paid)", ok=201,
+          body=obj(["reason"], reason={"type": "string", "minLength": 1, "maxLength": 2000},
+                   amount_claimed={"type": ["integer", "null"], "minimum": 1, "maximum": 10**12}),
+          responses={404: "no such rental in this account", 409: "the rental already has an open dispute"}),
+    Route("GET", "/api/me/disputes", "my_disputes", "The account's disputes, newest first"),
     Route("POST", "/api/rentals", "rent", "Rent at a cabinet: places a hold and queues the eject command", ok=201,
           body=obj(["cabinet_id"], cabinet_id={"type": "string", "minLength": 1, "maxLength": 64}),
           responses={402: "card refused", 409: "a rental is already in progress", 404: "unknown cabinet"}),
@@ -89,6 +96,16 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/rentals/{rental_id}", "get_rental", "One rental with its money fields", auth="operator"),
     Route("POST", "/api/rentals/{rental_id}/refunds", "refund", "Refund part of a fee (reason required, audited)",
           auth="operator", body=obj(["amount", "reason"], amount=MONEY, reason=STR)),
+    Route("GET", "/api/disputes", "list_disputes", "Disputes by status (default open), optionally of one user",
+          auth="operator",
+          query=(("status", {"type": "string", "enum": ["open", "resolving", "refunded", "rejected", "all"]}, False),
+                 ("user_id", {"type": "integer", "minimum": 1}, False))),
+    Route("POST", "/api/disputes/{dispute_id}/resolve", "resolve_dispute",
+          "Resolve a dispute: refund (amount, default the amount claimed; through the refund path) or reject; "
+          "note required, audited", auth="operator",
+          body=obj(["decision", "note"], decision={"type": "string", "enum": ["refund", "reject"]}, amount=MONEY,
+                   note=STR),
+          responses={409: "the dispute is not open", 502: "the payment provider refused the refund"}),
     Route("GET", "/api/money/check", "money_check", "Prove the books balance", auth="operator"),
     Route("POST", "/api/operator/sweep", "sweep", "Run the periodic sweep now", auth="operator"),
     Route("POST", "/api/me/passes", "create_pass", "Get a signed offline rent pass (QR text) for cabinets without network",
@@ -139,7 +156,7 @@ def openapi() -> dict[str, Any]:
                 "name": name,
                 "in": "path",
                 "required": True,
-                "schema": {"type": "integer" if name.endswith("merchant_id") else "string"},
+                "schema": {"type": "integer" if name in INTEGER_PATH_PARAMS else "string"},
             }
             for name in _path_params(r.path)
         ]

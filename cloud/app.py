@@ -21,10 +21,18 @@ from typing import Any
 from aiohttp import web
 
 from cloud import money
-from cloud.api_schema import ROUTES, Route, openapi
+from cloud.api_schema import INTEGER_PATH_PARAMS, ROUTES, Route, openapi
 from cloud.billing import BillingError
 from cloud.config import CloudConfig
 from cloud.db import audit_log, make_engine, migrate, schema_revision
+from cloud.disputes import (
+    Dispute,
+    DisputeConflict,
+    DisputeError,
+    DisputeNotFound,
+    DisputeRefundFailed,
+    Disputes,
+)
 from cloud.fleet import (
     CommandRefused,
     FleetLink,
@@ -83,6 +91,7 @@ class CloudContext:
             hold_capture_margin_s=config.hold_capture_margin_s,
         )
         self.catalog = self.rentals.catalog
+        self.disputes = Disputes(self.engine, self.rentals.billing, clock)
         self.accounts = Accounts(
             self.engine,
             clock,
@@ -232,6 +241,14 @@ def _to_api_error(e: Exception) -> ApiError | None:
             return ApiError(401, "not_authenticated", str(e), {"WWW-Authenticate": "Bearer"})
         case AlreadyRegistered():
             return ApiError(409, "already_registered", str(e))
+        case DisputeNotFound():
+            return ApiError(404, "not_found", str(e))
+        case DisputeConflict():
+            return ApiError(409, "conflict", str(e))
+        case DisputeRefundFailed():
+            return ApiError(502, "refund_failed", str(e))
+        case DisputeError():
+            return ApiError(400, "bad_request", str(e))
         case RentalRefused():
             return ApiError(_REFUSAL_STATUS.get(e.code, 402), e.code, str(e))
         case RentalError() | CatalogError() | SettlementError() if str(e).startswith(("no ", "unknown")):
@@ -290,7 +307,7 @@ def _wrap(route: Route, fn: Callable) -> Callable:
             user = await asyncio.to_thread(ctx.accounts.authenticate, token)
             if route.auth == "operator" and user.role != "operator":
                 raise ApiError(403, "forbidden", "operators only")
-        for name in ("merchant_id",):
+        for name in INTEGER_PATH_PARAMS:
             if name in request.match_info and not request.match_info[name].isdigit():
                 raise ApiError(404, "not_found", f"{name} must be a number, got {request.match_info[name]!r}")
         body: Any = None
@@ -359,6 +376,13 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _user_json(u: User) -> dict[str, Any]:
     return {"id": u.id, "email": u.email, "name": u.name, "role": u.role, "has_card": u.has_card}
+
+
+def _dispute_json(d: Dispute, for_renter: bool = False) -> dict[str, Any]:
+    data = asdict(d)
+    if for_renter:
+        del data["resolved_by"]  # which operator decided is internal
+    return data
 
 
 def _date(request: web.Request, name: str) -> date:
@@ -512,6 +536,42 @@ class _Handlers(FleetHandlers):
             self.ctx.rentals.billing.refund, rental_id, body["amount"], body["reason"], user.id
         )
         return _json({"rental_id": rental_id, "refunded": total})
+
+    async def open_dispute(self, request: web.Request, user: User, body: dict) -> web.Response:
+        d = await asyncio.to_thread(
+            self.ctx.disputes.open,
+            user.id,
+            request.match_info["rental_id"],
+            body["reason"],
+            body.get("amount_claimed"),
+        )
+        return _json(_dispute_json(d, for_renter=True), 201)
+
+    async def my_disputes(self, request: web.Request, user: User, body: None) -> web.Response:
+        rows = await asyncio.to_thread(self.ctx.disputes.of_user, user.id)
+        return _json([_dispute_json(d, for_renter=True) for d in rows])
+
+    async def list_disputes(self, request: web.Request, user: User, body: None) -> web.Response:
+        raw_user = request.query.get("user_id")
+        if raw_user is not None and not raw_user.isdigit():
+            raise ApiError(400, "bad_request", f"query parameter user_id={raw_user!r} is not a number")
+        rows = await asyncio.to_thread(
+            self.ctx.disputes.find,
+            request.query.get("status", "open"),
+            int(raw_user) if raw_user is not None else None,
+        )
+        return _json([_dispute_json(d) for d in rows])
+
+    async def resolve_dispute(self, request: web.Request, user: User, body: dict) -> web.Response:
+        d = await asyncio.to_thread(
+            self.ctx.disputes.resolve,
+            int(request.match_info["dispute_id"]),
+            body["decision"],
+            body["note"],
+            user.id,
+            body.get("amount"),
+        )
+        return _json(_dispute_json(d))
 
     async def money_check(self, request: web.Request, user: User, body: None) -> web.Response:
         problems = await asyncio.to_thread(money.check, self.ctx.engine)

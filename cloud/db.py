@@ -250,6 +250,35 @@ audit_log = Table(
     Column("detail", Text),
 )
 
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("rental_id", String(64), ForeignKey("rentals.id"), nullable=False, index=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("status", String(16), nullable=False),  # open | resolving | refunded | rejected
+    Column("reason", Text, nullable=False),
+    Column("amount_claimed", BigInteger),  # minor units, in the rental's currency
+    Column("currency", String(3), nullable=False),
+    Column("opened_at", Float, nullable=False),
+    Column("resolved_by", Integer),  # the operator's user id
+    Column("resolved_at", Float),
+    Column("refund_amount", BigInteger),
+    Column("note", Text),
+    CheckConstraint("status in ('open', 'resolving', 'refunded', 'rejected')", name="status"),
+    CheckConstraint(
+        "(amount_claimed is null or amount_claimed > 0) and (refund_amount is null or refund_amount > 0)",
+        name="amounts",
+    ),
+    Index(  # at most one unresolved dispute per rental, even with two requests at once
+        "uq_disputes_one_open_per_rental",
+        "rental_id",
+        unique=True,
+        sqlite_where=text("status in ('open', 'resolving')"),
+        postgresql_where=text("status in ('open', 'resolving')"),
+    ),
+)
+
 commands = Table(
     "commands",
     metadata,
