@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.timeout(300)
 def test_demo_starts_every_part_and_a_renter_rents_returns_and_pays(tmp_path: Path) -> None:
     r = subprocess.run(
         [
