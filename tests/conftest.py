@@ -5,14 +5,16 @@ Area-specific fixtures live in ``tests/<area>/conftest.py``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def until(
+    pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition", every: float = 0.02
+) -> Any:
+    """Poll an (a)sync predicate until it is truthy; its value, or AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = pred()
+        if asyncio.iscoroutine(r):
+            r = await r
+        if r:
+            return r
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(every)
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
@@ -64,9 +82,13 @@ class Broker:
 
 
 def _mosquitto() -> str:
-    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    path = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+    )
     if not path:
-        pytest.fail("mosquitto is not installed: run the README's test command (it installs it) or apt-get install mosquitto")
+        pytest.fail(
+            "mosquitto is not installed: run the README's test command (it installs it) or apt-get install mosquitto"
+        )
     return path
 
 

@@ -3,7 +3,6 @@ gpiozero pins linked to the simulator's lock mechanics over its GPIO link socket
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from hardware_sim.server import SimServer
 from sync.commands import Command
 from sync.passes import OfflinePass
 from sync.signing import Signer, generate_private_key, public_key_b64
+from tests.conftest import until
 
 
 @dataclass
@@ -42,16 +42,7 @@ class Rig:
 
     async def until(self, pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
         """Poll an (a)sync predicate until it is truthy."""
-        deadline = time.monotonic() + timeout
-        while True:
-            r = pred()
-            if asyncio.iscoroutine(r):
-                r = await r
-            if r:
-                return r
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-            await asyncio.sleep(0.02)
+        return await until(pred, timeout, what)
 
     async def events(self, type_: str | None = None) -> list[Any]:
         evs = await self.ledger.events_after(0, limit=100000, max_bytes=1 << 30)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from cabinet.ledger import Ledger
+from tests.conftest import until as poll_until
 from tests.crash.checks import CABINET_ID, requested_rentals, verify_cli
 from tests.crash.conftest import CrashRig
 from tests.crash.harness import EJECT_TIMEOUT_S, run_crash
@@ -29,16 +30,7 @@ pytestmark = pytest.mark.timeout(300)
 
 async def until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll an (a)sync predicate until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        r = pred()
-        if asyncio.iscoroutine(r):
-            r = await r
-        if r:
-            return r
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    return await poll_until(pred, timeout, what)
 
 
 async def presented_slot(rig: CrashRig) -> tuple[int, str] | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,22 +28,14 @@ from hardware_sim.cabinet import SimConfig
 from hardware_sim.server import SimServer
 from tests.cabinet.conftest import CloudKeys, cloud_keys, make_config  # noqa: F401 - fixture
 from tests.cloud.conftest import db_url, pg_database_url, sqlite_template  # noqa: F401 - fixtures
+from tests.conftest import until as poll_until
 
 CABINET = "CAB-T1"
 
 
 async def until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
     """Poll an (a)sync predicate until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        r = pred()
-        if asyncio.iscoroutine(r):
-            r = await r
-        if r:
-            return r
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    return await poll_until(pred, timeout, what, every=0.05)
 
 
 def quick_reconnects(transport: Any) -> None:
