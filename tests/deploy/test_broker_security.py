@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from tests.conftest import Broker, free_port
 
 from .mqtt_peer import Peer, open_peer, tls_context
