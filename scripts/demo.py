@@ -300,7 +300,7 @@ class Demo:
         # a battery must be known and charged enough before one can be rented
         wait_until(
             lambda: any(
-                s.get("state") == "ready"
+                s.get("rentable")
                 for s in get_json(f"http://127.0.0.1:{first['web']}/api/slots")["slots"]
             ),
             120,

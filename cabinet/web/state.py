@@ -59,9 +59,9 @@ def slot_state(ob: Any, st: Any, battery: Any, charging: bool, min_soc: int) -> 
         return "empty"
     if st is None or st.sn != ob.sn:
         return "checking"  # seen by the bus, not (yet) held by the ledger: new, returned or foreign
-    if charging:
-        return "charging"
-    return "ready" if ob.soc >= min_soc else "low"
+    if ob.soc >= min_soc:
+        return "ready"  # rentable now, even while it tops up (the slot's ``charging`` flag says so)
+    return "charging" if charging else "low"
 
 
 async def slots_view(cab: Any) -> list[dict[str, Any]]:
