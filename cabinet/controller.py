@@ -207,12 +207,9 @@ class Controller:
         try:
             async with self._rent_lock:
                 await self.locks.open(ob.slot, timeout=self.settings.jam_timeout_s)
-                try:
-                    await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
+                if await self._taken(eject):
                     self._given_back.pop(ob.slot, None)
                     return
-                except TimeoutError:
-                    pass
         finally:
             self._ejecting.pop(ob.slot, None)
         state = await self.ledger.slot(ob.slot)
@@ -272,11 +269,24 @@ class Controller:
                 if outcome is not None:
                     return outcome
                 reason = "lock_jammed"
-            await self.ledger.record(
-                "rental_aborted", rental_id=req.rental_id, reason=reason, source=req.source
-            )
-            await self._emit("rental_aborted", rental_id=req.rental_id, reason=reason)
+            await self._abort(req, reason)
             return RentOutcome(req.rental_id, "aborted", reason)
+
+    async def _abort(self, req: RentRequest, reason: str, slot: int | None = None) -> None:
+        """Record that ``req`` ended without a battery leaving, and tell the listeners."""
+        where = {} if slot is None else {"slot": slot}
+        await self.ledger.record(
+            "rental_aborted", rental_id=req.rental_id, reason=reason, source=req.source, **where
+        )
+        await self._emit("rental_aborted", rental_id=req.rental_id, reason=reason, **where)
+
+    async def _taken(self, eject: _Eject) -> bool:
+        """Wait up to the eject timeout for the presented battery to leave (bus and seat switch agree)."""
+        try:
+            await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def _eject(self, req: RentRequest, slot: int) -> RentOutcome | None:
         """Pulse one slot's lock; None when it jammed (the caller tries another slot)."""
@@ -297,17 +307,8 @@ class Controller:
             await self._emit(
                 "eject", rental_id=req.rental_id, slot=slot, sn=sn, timeout_s=self.settings.eject_timeout_s
             )
-            try:
-                await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
-            except TimeoutError:
-                await self.ledger.record(
-                    "rental_aborted",
-                    rental_id=req.rental_id,
-                    slot=slot,
-                    reason="not_taken",
-                    source=req.source,
-                )
-                await self._emit("rental_aborted", rental_id=req.rental_id, slot=slot, reason="not_taken")
+            if not await self._taken(eject):
+                await self._abort(req, "not_taken", slot)
                 return RentOutcome(req.rental_id, "aborted", "not_taken", slot, sn)
             await self._record_start(req, sn, slot)
             return RentOutcome(req.rental_id, "started", "", slot, sn)
@@ -361,11 +362,7 @@ class Controller:
                         "slot_fault", slot=slot, kind="lock_jam", detail=f"unlock by {by}"
                     )
                     return "jammed"
-                if not sn:
-                    return "opened"
-                try:
-                    await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
-                except TimeoutError:
+                if not await self._taken(eject):
                     return "opened, battery left in place"
                 await self.ledger.record(
                     "battery_gone", sn=sn, reason=f"taken out by technician {by}: {reason}"
@@ -445,19 +442,8 @@ class Controller:
     async def _finish_eject(self, req: RentRequest, eject: _Eject) -> None:
         """Wait (holding the rent lock taken by recover) for a presented battery to be taken."""
         try:
-            try:
-                await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
-            except TimeoutError:
-                await self.ledger.record(
-                    "rental_aborted",
-                    rental_id=req.rental_id,
-                    slot=eject.slot,
-                    reason="interrupted",
-                    source=req.source,
-                )
-                await self._emit(
-                    "rental_aborted", rental_id=req.rental_id, slot=eject.slot, reason="interrupted"
-                )
+            if not await self._taken(eject):
+                await self._abort(req, "interrupted", eject.slot)
                 return
             await self._record_start(req, eject.sn, eject.slot)
         finally:
