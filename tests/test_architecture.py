@@ -57,3 +57,41 @@ def test_the_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
     bad = tmp_path / "x.py"
     bad.write_text("import cloud.app\nfrom cabinet import ledger\n")
     assert [m for _, m in imported_modules(bad)] == ["cloud.app", "cabinet"]
+
+
+OUTSIDE = "../" + "shared"  # spelled in two parts so this file does not match itself
+SKIP_DIRS = {".git", ".venv", "node_modules", "var", "__pycache__"}
+
+
+def files_pointing_outside(root: Path) -> list[str]:
+    """Text files of the repository that refer to documents outside it."""
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or SKIP_DIRS & set(rel.parts) or rel.parts[0].endswith(".egg-info"):
+            continue
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        if OUTSIDE in text:
+            found.append(str(rel))
+    return found
+
+
+def test_the_repository_stands_alone_no_file_points_outside_it() -> None:
+    assert files_pointing_outside(ROOT) == []
+
+
+def test_the_outside_pointer_check_finds_one(tmp_path: Path) -> None:
+    (tmp_path / "doc.md").write_text(f"see {OUTSIDE}/DESIGN.md\n")
+    (tmp_path / "ok.md").write_text("see docs/architecture.md\n")
+    assert files_pointing_outside(tmp_path) == ["doc.md"]
+
+
+def test_architecture_doc_states_the_rules_the_checker_enforces() -> None:
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    for package, allowed in ALLOWED.items():
+        line = next((ln for ln in doc.splitlines() if ln.startswith(package + " ") and "──►" in ln), "")
+        assert line, f"docs/architecture.md has no import rule for {package}"
+        assert set(line.split("──►")[1].split("(")[0].replace(",", " ").split()) == allowed, line
