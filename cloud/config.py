@@ -25,7 +25,7 @@ class CloudConfig:
         metadata={"help": "SQLAlchemy URL (sqlite:///path or postgresql+psycopg://...) or a plain file path"},
     )
     host: str = field(default="127.0.0.1", metadata={"help": "address the HTTP API listens on"})
-    port: int = field(default=8080, metadata={"help": "TCP port of the HTTP API"})
+    port: int = field(default=8000, metadata={"help": "TCP port of the HTTP API"})
     provider: str = field(
         default="sandbox", metadata={"help": "payment provider name (only 'sandbox' built in)"}
     )

@@ -24,3 +24,16 @@ def test_cloud_docs_mention_every_cli_command_and_money_docs_every_test_card():
     money = (DOCS / "money.md").read_text()
     for token in ("tok_ok", "tok_decline", "tok_insufficient", "tok_expired", "tok_limit_<n>"):
         assert f"`{token}`" in money
+
+
+def test_the_api_port_is_the_same_in_the_config_the_unit_and_the_deploy_guide():
+    import re
+
+    from cloud.config import CloudConfig
+
+    port = CloudConfig().port
+    root = DOCS.parent
+    unit = (root / "systemd" / "cabinet-cloud.service").read_text()
+    deploy = (DOCS / "deploy.md").read_text()
+    assert set(re.findall(r"port (\d+)", unit)) == {str(port)}, "systemd/cabinet-cloud.service"
+    assert re.search(rf"API on :{port}\b", deploy), "docs/deploy.md's table of hosts"
