@@ -158,15 +158,11 @@ class ConfigBody:
     battery_deny_list: tuple[str, ...] = ()
     rentable_min_soc: int | None = None
     power_budget_w: int | None = None
-    model: ModelManifest | None = None
     min_protocol_version: int | None = None
 
     def __post_init__(self) -> None:
         w = "cfg.body"
         require(self.tariff is None or isinstance(self.tariff, Tariff), f"{w}.tariff: not a Tariff")
-        require(
-            self.model is None or isinstance(self.model, ModelManifest), f"{w}.model: not a ModelManifest"
-        )
         keys = as_text_map(self.cloud_keys, f"{w}.cloud_keys", max_len=64, key_len=32)
         for kid, b64 in keys.items():
             check_key_id(kid, f"{w}.cloud_keys key")
@@ -191,8 +187,6 @@ class ConfigBody:
         }
         if self.tariff is not None:
             d["tariff"] = self.tariff.to_wire()
-        if self.model is not None:
-            d["model"] = self.model.to_wire()
         for n in ("rentable_min_soc", "power_budget_w", "min_protocol_version"):
             if getattr(self, n) is not None:
                 d[n] = getattr(self, n)
@@ -210,7 +204,6 @@ class ConfigBody:
             ),
             rentable_min_soc=d.get("rentable_min_soc"),
             power_budget_w=d.get("power_budget_w"),
-            model=None if d.get("model") is None else ModelManifest.from_wire(d["model"], "cfg.body.model"),
             min_protocol_version=d.get("min_protocol_version"),
         )
 

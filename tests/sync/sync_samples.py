@@ -81,7 +81,6 @@ def config(counter: int = 1, cabinet: str = CAB, cloud_keys: dict | None = None,
         battery_deny_list=("BAT00013",),
         rentable_min_soc=60,
         power_budget_w=400,
-        model=manifest(),
     )
     b.update(body)
     return Config(cabinet, counter, T0, T0 + 30 * 86400, ConfigBody(**b))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 
@@ -162,3 +163,13 @@ def test_uuid_texts_travel_as_16_bytes_and_come_back_as_the_same_text() -> None:
     assert u.encode() not in data and u.upper().encode() in data
     back = EventBatch.decode(data).events[0]
     assert back == ev and type(back.id) is str and back.body["list"] == [u]
+
+
+def test_a_signed_config_carries_no_model_and_ignores_an_older_clouds_model_key() -> None:
+    """Models roll out by ``model_update`` command only (docs/protocol.md 4.7): a config field
+    the cabinet never acted on is gone, so no one can believe it does."""
+    from sync.config import ConfigBody
+
+    assert "model" not in {f.name for f in dataclasses.fields(ConfigBody)}
+    wire = {"cloud_keys": {}, "revoked_passes": [], "battery_deny_list": [], "model": {"version": "x"}}
+    assert ConfigBody.from_wire(wire) == ConfigBody()
