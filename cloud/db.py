@@ -378,6 +378,19 @@ fleet_alerts = Table(
     Column("dedupe_key", String(200), nullable=False, unique=True),
     Column("at", Float, nullable=False),
     Column("acknowledged_at", Float),
+    # a condition alert (board down, cabinet offline, empty, full, certificate expiring) has a
+    # key "cabinet:kind:subject": raised once, later raises only move last_seen, cleared when it ends
+    Column("alert_key", String(200)),
+    Column("subject", String(64)),
+    Column("last_seen", Float),
+    Column("cleared_at", Float),
+    Index(  # at most one open alert per key, even with two workers raising it at once
+        "uq_fleet_alerts_one_open_per_key",
+        "alert_key",
+        unique=True,
+        sqlite_where=text("cleared_at is null"),
+        postgresql_where=text("cleared_at is null"),
+    ),
 )
 
 cabinet_event_conflicts = Table(
