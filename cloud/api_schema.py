@@ -139,9 +139,17 @@ ROUTES: tuple[Route, ...] = (
                    battery_deny_list={"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}}),
           responses={503: "no MQTT link to the fleet"}),
     Route("GET", "/api/fleet/alerts", "fleet_alerts",
-          "Open alerts (security events, foreign batteries, quarantines, restore detected...), newest first",
-          auth="operator", query=(("cabinet", {"type": "string"}, False), ("all", {"type": "string"}, False))),
-    Route("POST", "/api/fleet/alerts/{alert_id}/ack", "fleet_ack_alert", "Acknowledge an alert", auth="operator"),
+          "Alerts, newest first: unacknowledged ones by default; state=open|cleared|all (condition alerts: "
+          "board_down, cabinet_offline, cabinet_empty, cabinet_full, cert_expiring, crl_expiring clear "
+          "themselves), acknowledged=true|false|all, kind, cabinet, limit; all=1 for every alert",
+          auth="operator", query=(("cabinet", {"type": "string"}, False), ("all", {"type": "string"}, False),
+                                  ("state", {"type": "string", "enum": ["open", "cleared", "all"]}, False),
+                                  ("acknowledged", {"type": "string", "enum": ["true", "false", "all"]}, False),
+                                  ("kind", {"type": "string"}, False),
+                                  ("limit", {"type": "integer", "minimum": 1, "maximum": 5000}, False))),
+    Route("POST", "/api/fleet/alerts/{alert_id}/ack", "fleet_ack_alert",
+          "Acknowledge an alert (a point alert ends with it; a condition alert stays open until it clears)",
+          auth="operator"),
 )  # fmt: skip
 
 

@@ -41,6 +41,7 @@ from cloud.fleet import (
     load_or_create_key,
     mqtt_options_from,
 )
+from cloud.fleet.alerting import alert_watch_ctx
 from cloud.fleet.http import FleetHandlers, FleetNotFound, FleetUnavailable
 from cloud.merchants import CatalogError
 from cloud.payments import SIGNATURE_HEADER, SandboxProvider, WebhookInbox, WebhookRejected
@@ -183,6 +184,7 @@ def create_app(
         app.cleanup_ctx.append(_sweeper)
     if ctx.fleet is not None:
         app.cleanup_ctx.append(_fleet_link)
+        app.cleanup_ctx.append(alert_watch_ctx)  # silent cabinets, certificate and CRL expiry
     app.on_cleanup.append(_dispose)
     return app
 

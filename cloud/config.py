@@ -83,6 +83,21 @@ class CloudConfig:
         default=7 * 24 * 3600, metadata={"help": "re-sign a cabinet config this long before it expires"}
     )
     pass_ttl_s: int = field(default=24 * 3600, metadata={"help": "validity of an offline rent pass, seconds"})
+    alert_offline_after_s: int = field(
+        default=600,
+        metadata={"help": "a cabinet heard of before but silent this long raises cabinet_offline"},
+    )
+    alert_check_interval_s: int = field(
+        default=60,
+        metadata={"help": "seconds between the alert checks (silent cabinets, certificate expiry)"},
+    )
+    alert_cert_warn_days: int = field(
+        default=30, metadata={"help": "raise cert_expiring / crl_expiring this many days before expiry"}
+    )
+    alert_crl_file: str = field(
+        default="",
+        metadata={"help": "the broker's CRL (PEM) to watch; empty: <data_dir>/pki/crl.pem if present"},
+    )
 
     @classmethod
     def load(cls, path: str | Path) -> CloudConfig:
@@ -122,6 +137,9 @@ class CloudConfig:
             "command_ttl_s",
             "config_ttl_s",
             "pass_ttl_s",
+            "alert_offline_after_s",
+            "alert_check_interval_s",
+            "alert_cert_warn_days",
         ):
             if getattr(cfg, key) <= 0:
                 raise ConfigError(f"{source}: cloud.{key} must be positive")

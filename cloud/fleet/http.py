@@ -69,8 +69,27 @@ class FleetHandlers:
         return _json(rows)
 
     async def fleet_alerts(self, request: web.Request, user: Any, body: None) -> web.Response:
-        open_only = request.query.get("all") not in ("1", "true")
-        rows = await asyncio.to_thread(view.alerts, self.ctx.engine, request.query.get("cabinet"), open_only)
+        q = request.query
+        open_only = q.get("all") not in ("1", "true")
+        state = q.get("state")
+        if state not in (None, "open", "cleared", "all"):
+            raise CommandRefused(f"query parameter state={state!r} must be open, cleared or all")
+        acked = q.get("acknowledged")
+        if acked not in (None, "true", "false", "all"):
+            raise CommandRefused(f"query parameter acknowledged={acked!r} must be true, false or all")
+        if state == "all" or acked == "all":
+            open_only = False
+        rows = await asyncio.to_thread(
+            lambda: view.alerts(
+                self.ctx.engine,
+                q.get("cabinet"),
+                open_only,
+                _int_query(request, "limit", 200, 1, 5000),
+                state=None if state == "all" else state,
+                acknowledged=None if acked in (None, "all") else acked == "true",
+                kind=q.get("kind"),
+            )
+        )
         return _json(rows)
 
     async def fleet_ack_alert(self, request: web.Request, user: Any, body: None) -> web.Response:

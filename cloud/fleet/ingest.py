@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
 from cloud.db import cabinet_event_conflicts, cabinet_events, commands, fleet_cabinets
+from cloud.fleet import alerting
 from cloud.fleet.view import SlotChanges, add_alert, apply_slot_changes, ensure_cabinet
 from cloud.rentals import CabinetEvent, RentalError, RentalService
 from sync.messages import EventBatch, WireEvent
@@ -379,3 +380,5 @@ class EventApplier:
                 severity = ALERT_TYPES[t]
             detail = ", ".join(f"{k}={v}" for k, v in body.items() if v is not None)
             add_alert(conn, cab, kind, severity, detail, seq=r["seq"], event_id=r["event_id"], at=now)
+        # board down/up, empty/full, certificate expiry: raised once, cleared when it ends
+        alerting.on_event(conn, cab, t, body, seq=r["seq"], event_id=r["event_id"], at=now)

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud.db import cabinet_events, cabinets, commands, fleet_alerts, fleet_cabinets, fleet_slots
+from cloud.fleet import alerting
 from sync.messages import State, Telemetry
 
 
@@ -133,6 +134,7 @@ def apply_state(engine: Engine, state: State, received_at: float) -> None:
         conn.execute(
             update(fleet_cabinets).where(fleet_cabinets.c.cabinet_id == state.cabinet).values(**values)
         )
+        alerting.on_state(conn, state.cabinet, state.online, received_at)
 
 
 def apply_telemetry(engine: Engine, tm: Telemetry, received_at: float) -> None:
@@ -144,6 +146,7 @@ def apply_telemetry(engine: Engine, tm: Telemetry, received_at: float) -> None:
             .where(fleet_cabinets.c.cabinet_id == tm.cabinet)
             .values(last_seen=received_at, telemetry_at=tm.at)
         )
+        alerting.on_heard(conn, tm.cabinet, received_at)
         for s in tm.samples:
             _touch_slot(conn, tm.cabinet, s.slot)
             conn.execute(
@@ -198,7 +201,7 @@ def list_cabinets(engine: Engine, now: float, online_grace_s: float = 180.0) -> 
             r[0]: int(r[1])
             for r in conn.execute(
                 select(fleet_alerts.c.cabinet_id, func.count())
-                .where(fleet_alerts.c.acknowledged_at.is_(None))
+                .where(fleet_alerts.c.cleared_at.is_(None))
                 .group_by(fleet_alerts.c.cabinet_id)
             )
         }
@@ -232,26 +235,60 @@ def cabinet_detail(
 
 
 def alerts(
-    engine: Engine, cabinet: str | None = None, open_only: bool = True, limit: int = 200
+    engine: Engine,
+    cabinet: str | None = None,
+    open_only: bool = True,
+    limit: int = 200,
+    *,
+    state: str | None = None,
+    acknowledged: bool | None = None,
+    kind: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Alerts, newest first. ``state``: ``open`` (not cleared) or ``cleared``; ``acknowledged``:
+    True/False; ``open_only`` (the old default) is "not acknowledged" when neither is given."""
     q = select(fleet_alerts).order_by(fleet_alerts.c.id.desc()).limit(limit)
     if cabinet:
         q = q.where(fleet_alerts.c.cabinet_id == cabinet)
-    if open_only:
-        q = q.where(fleet_alerts.c.acknowledged_at.is_(None))
+    if kind:
+        q = q.where(fleet_alerts.c.kind == kind)
+    if state == "open":
+        q = q.where(fleet_alerts.c.cleared_at.is_(None))
+    elif state == "cleared":
+        q = q.where(fleet_alerts.c.cleared_at.is_not(None))
+    if acknowledged is None and state is None and open_only:
+        acknowledged = False
+    if acknowledged is not None:
+        ack = fleet_alerts.c.acknowledged_at
+        q = q.where(ack.is_not(None) if acknowledged else ack.is_(None))
     with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(q).mappings()]
+        return [_alert_json(dict(r)) for r in conn.execute(q).mappings()]
+
+
+def _alert_json(r: dict[str, Any]) -> dict[str, Any]:
+    r["key"] = r.pop("alert_key")
+    r["open"] = r["cleared_at"] is None
+    return r
 
 
 def acknowledge_alert(engine: Engine, alert_id: int, now: float) -> bool:
+    """An operator has seen it. A point alert (no key) ends with that; a condition alert stays
+    open until its condition ends (``alerting.clear_alert``)."""
     with engine.begin() as conn:
-        return bool(
-            conn.execute(
-                update(fleet_alerts)
-                .where(fleet_alerts.c.id == alert_id, fleet_alerts.c.acknowledged_at.is_(None))
-                .values(acknowledged_at=now)
-            ).rowcount
+        done = conn.execute(
+            update(fleet_alerts)
+            .where(fleet_alerts.c.id == alert_id, fleet_alerts.c.acknowledged_at.is_(None))
+            .values(acknowledged_at=now)
+        ).rowcount
+        conn.execute(
+            update(fleet_alerts)
+            .where(
+                fleet_alerts.c.id == alert_id,
+                fleet_alerts.c.alert_key.is_(None),
+                fleet_alerts.c.cleared_at.is_(None),
+            )
+            .values(cleared_at=now)
         )
+        return bool(done)
 
 
 def events(
@@ -304,7 +341,7 @@ def command(engine: Engine, cmd_id: str) -> dict[str, Any] | None:
 
 
 def open_alert_count(engine: Engine, kind: str | None = None) -> int:
-    q = select(func.count()).select_from(fleet_alerts).where(fleet_alerts.c.acknowledged_at.is_(None))
+    q = select(func.count()).select_from(fleet_alerts).where(fleet_alerts.c.cleared_at.is_(None))
     if kind:
         q = q.where(fleet_alerts.c.kind == kind)
     with engine.connect() as conn:

@@ -31,6 +31,8 @@ def upgrade() -> None:
             sqlite_where=sa.text(OPEN),
             postgresql_where=sa.text(OPEN),
         )
+    # alerts acknowledged before: point alerts, which end with the acknowledgement
+    op.execute("UPDATE fleet_alerts SET cleared_at = acknowledged_at WHERE acknowledged_at IS NOT NULL")
 
 
 def downgrade() -> None:
