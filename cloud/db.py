@@ -138,6 +138,28 @@ passes = Table(
     Column("expires_at", Float, nullable=False),
     Column("max_rentals", Integer, nullable=False),
     Column("revoked_at", Float),
+    # issue 11.1: the pass is paid for before use (NULL on passes issued before migration 0005)
+    Column("currency", String(3)),
+    Column("hold_each", BigInteger),  # each of the max_rentals holds: the fleet's highest rental cap
+    Column("hold_status", String(16)),  # placing | held | declined | released
+    Column("revoke_reason", Text),
+)
+
+pass_holds = Table(  # one provider hold per rental a pass allows, placed when the pass is issued
+    "pass_holds",
+    metadata,
+    Column("pass_id", String(64), ForeignKey("passes.pass_id"), primary_key=True),
+    Column("k", Integer, primary_key=True),  # 0 .. max_rentals - 1
+    Column("user_id", Integer, nullable=False),
+    Column("status", String(16), nullable=False, index=True),  # placing held assigned released declined
+    Column("hold_ref", String(64)),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("expires_at", Float),  # the provider's expiry of the hold
+    Column("rental_id", String(64), unique=True),  # the pass rental that drew on it
+    Column("created_at", Float, nullable=False),
+    Column("ended_at", Float),
+    CheckConstraint("status in ('placing', 'held', 'assigned', 'released', 'declined')", name="status"),
 )
 
 rentals = Table(
@@ -408,6 +430,33 @@ cabinet_event_conflicts = Table(
     Column("body", Text, nullable=False),
     Column("received_at", Float, nullable=False),
     UniqueConstraint("cabinet_id", "event_id"),
+)
+
+cabinet_claims = Table(  # a cabinet's claim the cloud did not simply believe (cloud/fleet/claims.py)
+    "cabinet_claims",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cabinet_id", String(64), nullable=False),  # who claimed it
+    Column("seq", BigInteger, nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("type", String(48), nullable=False),
+    Column("at_wall", Float, nullable=False),
+    Column("at_mono", Float, nullable=False),
+    Column("boot_id", String(64), nullable=False),
+    Column("body", Text, nullable=False),  # JSON, as the cabinet sent it
+    Column("reason", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending open resolving accepted rejected
+    Column("applied", Boolean, nullable=False, server_default=false()),  # its effect is in place
+    Column("rental_id", String(64)),
+    Column("battery_sn", String(64), index=True),
+    Column("created_at", Float, nullable=False),
+    Column("deadline", Float),  # pending: open for a human if not verified by then
+    Column("resolved_by", Integer),  # the operator's user id (NULL: verified automatically)
+    Column("resolved_at", Float),
+    Column("resolution", Text),
+    CheckConstraint("status in ('pending', 'open', 'resolving', 'accepted', 'rejected')", name="status"),
+    UniqueConstraint("cabinet_id", "event_id"),
+    Index("ix_cabinet_claims_status", "status"),
 )
 
 config_versions = Table(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from cloud.db import cabinet_settings, cabinets, commands, config_versions, passes
 from cloud.fleet.view import insert_ignore
@@ -53,6 +53,39 @@ class SignedConfig:
     expires_at: float
     payload: bytes
     body: ConfigBody
+
+
+def apply_command_report(
+    conn: Connection, cabinet: str, type_: str, body: Mapping[str, Any], now: float
+) -> str | None:
+    """A cabinet's ``command_received`` / ``command_result``, applied only from the command's cabinet.
+
+    Returns None when applied (or the command is unknown: nothing to update), else the cabinet
+    the command was sent to: a status from any other cabinet is never applied (issue 11.2).
+    """
+    cmd_id = body.get("cmd_id")
+    sent_to = conn.execute(select(commands.c.cabinet_id).where(commands.c.cmd_id == cmd_id)).scalar()
+    if sent_to is None:
+        return None
+    if sent_to != cabinet:
+        return str(sent_to)
+    set_command_status(conn, type_, body, now)
+    return None
+
+
+def set_command_status(conn: Connection, type_: str, body: Mapping[str, Any], now: float) -> None:
+    """Move a command's status from a cabinet report (the caller checked who sent it)."""
+    q = update(commands).where(commands.c.cmd_id == body.get("cmd_id"))
+    if type_ == "command_received":
+        conn.execute(q.where(commands.c.status.in_(("queued", "sent"))).values(status="received"))
+    elif type_ == "command_result":
+        conn.execute(
+            q.values(
+                status="ok" if body.get("ok") else "failed",
+                result=str(body.get("detail") or ""),
+                finished_at=now,
+            )
+        )
 
 
 def sync_tariff(t: CloudTariff, text: Mapping[str, str] | None = None) -> Tariff | None:

@@ -33,8 +33,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
-from cloud.db import cabinet_event_conflicts, cabinet_events, commands, fleet_cabinets
+from cloud.db import cabinet_event_conflicts, cabinet_events, fleet_cabinets
 from cloud.fleet import alerting
+from cloud.fleet.claims import ClaimChecks, Refusal, verify_from_events
+from cloud.fleet.commands import apply_command_report
 from cloud.fleet.view import SlotChanges, add_alert, apply_slot_changes, ensure_cabinet
 from cloud.rentals import CabinetEvent, RentalError, RentalService
 from sync.messages import EventBatch, WireEvent
@@ -100,6 +102,7 @@ class EventApplier:
         self.engine = engine
         self.rentals = rentals
         self.clock = clock
+        self.claims = ClaimChecks(engine, clock)
         self._pg = engine.dialect.name == "postgresql"
         self._db_key = engine.url.render_as_string(hide_password=True)
         db_file = engine.url.database if not self._pg else None
@@ -312,14 +315,30 @@ class EventApplier:
         out.acked_seq = applied
 
     def _rental_effect(self, ev: CabinetEvent, out: BatchOutcome) -> None:
-        """The rental life cycle call of one event; a refusal becomes an alert, never a stuck stream."""
+        """The rental life cycle call of one event; a refusal becomes an alert, never a stuck stream.
+
+        The cabinet must be allowed to claim it (``cloud.fleet.claims``): a claim that fails the
+        checks is kept in ``cabinet_claims`` for a human, not applied, and the stream moves on.
+        """
+        kept = self.claims.status_of(ev.cabinet, ev.id)
+        if kept in ("open", "resolving", "accepted", "rejected"):
+            return  # already kept for (or decided by) a human: never applied behind their back
         try:
+            if kept is None:
+                refusal = self.claims.check(ev)
+                if refusal is not None:
+                    with self.engine.begin() as conn:
+                        self.claims.keep(conn, ev, refusal)
+                    out.errors.append(refusal.reason)
+                    return
             if ev.type == "rental_started":
                 self.rentals.on_rental_started(ev.cabinet, ev)
             elif ev.type == "rental_aborted":
                 self.rentals.on_rental_aborted(ev.cabinet, ev)
             elif ev.type == "battery_returned":
-                self.rentals.on_battery_returned(ev.cabinet, ev)
+                closed = self.rentals.on_battery_returned(ev.cabinet, ev)
+                if ev.body.get("sn"):
+                    self.claims.keep_pending_return(ev, closed)
         except RentalError as e:
             log.warning("cabinet %s seq %d (%s): %s", ev.cabinet, ev.seq, ev.type, e)
             out.errors.append(str(e))
@@ -346,28 +365,22 @@ class EventApplier:
                 self._bookkeeping(conn, cab, r, body, now)
                 slots.add(r["type"], body, r["at_wall"])
             apply_slot_changes(conn, cab, slots)
+            verify_from_events(conn, cab, run, now)
         out.applied += len(run)
 
     def _bookkeeping(
         self, conn: Connection, cab: str, r: Mapping[str, Any], body: dict[str, Any], now: float
     ) -> None:
         t = r["type"]
-        if t == "command_received":
-            conn.execute(
-                update(commands)
-                .where(commands.c.cmd_id == body.get("cmd_id"), commands.c.status.in_(("queued", "sent")))
-                .values(status="received")
-            )
-        elif t == "command_result":
-            conn.execute(
-                update(commands)
-                .where(commands.c.cmd_id == body.get("cmd_id"))
-                .values(
-                    status="ok" if body.get("ok") else "failed",
-                    result=str(body.get("detail") or ""),
-                    finished_at=now,
+        if t in ("command_received", "command_result"):
+            sent_to = apply_command_report(conn, cab, t, body, now)
+            if sent_to is not None:  # a status of another cabinet's command: kept, never applied
+                ev = _cabinet_event(cab, r)
+                self.claims.keep(
+                    conn, ev, Refusal(f"status of command {body.get('cmd_id')}, sent to {sent_to}")
                 )
-            )
+                return
+        if t == "command_result":
             if not body.get("ok"):
                 add_alert(conn, cab, "command_failed", "warning",
                           f"command {body.get('cmd_id')}: {body.get('detail')}", seq=r["seq"],
