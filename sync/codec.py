@@ -1,8 +1,11 @@
 """CBOR on the wire: hardened decoding, canonical encoding, and typed field reading.
 
 Every payload is one CBOR map (the envelope) with a protocol version ``v`` and a kind ``k``.
-Decoding refuses oversized input, duplicate map keys, deep nesting and any value that is
-not plain data (tags such as dates or bignums), so a hostile payload can only ever raise a
+Decoding (``decode_any``, the one decoder every path uses) first scans the item heads and
+refuses oversized input, deep nesting, too many items, declared lengths beyond the bytes
+left, indefinite lengths, non-text map keys and every tag but 37 (UUIDs): no shared or string
+references, bignums, dates... So a payload's decoded structure is never larger than its
+bytes warrant, the work is linear in them, and a hostile payload can only ever raise a
 ``ProtocolError``.
 """
 
@@ -10,14 +13,20 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 import zlib
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
 import cbor2
 
-from sync.errors import MalformedMessage, OversizedMessage, UnexpectedKind, UnsupportedVersion
+from sync.errors import (
+    MalformedMessage,
+    OversizedMessage,
+    TooComplex,
+    UnexpectedKind,
+    UnsupportedCBOR,
+    UnsupportedVersion,
+)
 
 PROTOCOL_VERSION = 1
 """The version this code writes."""
@@ -28,12 +37,14 @@ MAX_MESSAGE_BYTES = 256 * 1024
 MAX_INFLATED_BYTES = 1024 * 1024
 """Largest content a compressed field may inflate to (zip-bomb guard)."""
 MAX_DEPTH = 16
+"""Most nested containers (maps and arrays) in one payload."""
+MAX_ITEMS = 200_000
+"""Most CBOR items in one decoded payload (a full batch of 2000 events is about 50,000)."""
 MAX_TEXT = 64
 """Default longest id-like text (ids, kinds, key ids)."""
 MAX_TIME = 1e11
 """Latest acceptable Unix time (year ~5138): rejects garbage, never a real clock."""
 
-_PLAIN_SCALARS = (str, bytes, int, float, bool, type(None))
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -51,29 +62,109 @@ def _pack_uuids(value: Any) -> Any:
     return value
 
 
-def _plain(value: Any, where: str, depth: int) -> Any:
-    """One pass over decoded CBOR: tag-37 UUIDs back to text, and anything not plain data refused."""
-    t = type(value)
-    if t is str or t is int or t is bytes or t is bool or value is None:
-        return value
-    if t is float:
-        if not math.isfinite(value):
-            raise MalformedMessage(f"{where}: non-finite number {value}")
-        return value
-    if t is uuid.UUID:
-        return str(value)
-    if depth >= MAX_DEPTH:
-        raise MalformedMessage(f"{where}: nested deeper than {MAX_DEPTH}")
-    if t is dict:
-        out = {}
-        for k, v in value.items():
-            if type(k) is not str:
-                raise MalformedMessage(f"{where}: map keys must be text, got {type(k).__name__}")
-            out[k] = _plain(v, where, depth + 1)
-        return out
-    if t is list:
-        return [_plain(v, where, depth + 1) for v in value]
-    raise MalformedMessage(f"{where}: {t.__name__} is not plain CBOR data (only UUID tags are allowed)")
+def _uuid_text(value: bytes, _immutable: bool) -> str:
+    """Tag 37 (already checked by ``_scan`` to hold exactly 16 bytes) as canonical lowercase text."""
+    h = value.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_SEMANTIC = {37: _uuid_text}
+
+
+def _scan(data: bytes, what: str, max_items: int) -> None:
+    """Walk the CBOR item heads of ``data`` without building anything; refuse what the protocol never sends.
+
+    This runs before ``cbor2`` builds a single object, in time linear in the bytes (strings are
+    skipped, not read), so the decoded structure can never be larger than the input warrants:
+
+    - only the protocol's subset: definite lengths, text map keys, false/true/null, finite floats,
+      and tag 37 over exactly 16 bytes (a UUID). Every other tag is refused, and with it every
+      way to make a structure larger than its bytes: shared references (28/29), string
+      references (256/25), bignums (2/3), decimal fractions and bigfloats (4/5), sets, dates...;
+    - every declared length fits in the bytes that are left (an array of 2**32 items in 9 bytes
+      is refused at its head);
+    - at most ``MAX_DEPTH`` nested containers and ``max_items`` items in all;
+    - nothing after the item.
+
+    Non-text map keys are refused too: Python hashes small ints to themselves, so a map of
+    colliding integer keys would make building the dict quadratic.
+    """
+    n = len(data)
+    i = 0
+    items = 0
+    stack: list[tuple[int, bool]] = []
+    left, in_map = 1, False  # items still to read in the current container (the top level: one)
+    while True:
+        if i >= n:
+            raise MalformedMessage(f"{what}: truncated CBOR (ends at byte {n} inside an item)")
+        ib = data[i]
+        major, ai = ib >> 5, ib & 31
+        if in_map and not left & 1 and major != 3:
+            raise UnsupportedCBOR(f"{what}: map key at byte {i} is not text (major type {major})")
+        i += 1
+        if ai < 24:
+            arg = ai
+        elif ai < 28:
+            w = 1 << (ai - 24)
+            if i + w > n:
+                raise MalformedMessage(f"{what}: truncated CBOR (item head at byte {i - 1})")
+            arg = int.from_bytes(data[i : i + w], "big")
+            i += w
+        elif ai == 31:
+            raise UnsupportedCBOR(
+                f"{what}: indefinite-length item or break at byte {i - 1} (the protocol uses definite lengths)"
+            )
+        else:
+            raise MalformedMessage(f"{what}: reserved CBOR item head 0x{ib:02x} at byte {i - 1}")
+        items += 1
+        if items > max_items:
+            raise TooComplex(f"{what}: more than {max_items} CBOR items")
+        if major <= 1:  # unsigned and negative integers (at most 64 bits by construction)
+            pass
+        elif major <= 3:  # byte and text strings
+            if arg > n - i:
+                raise MalformedMessage(f"{what}: string at byte {i - 1} declares {arg} bytes, {n - i} left")
+            i += arg
+        elif major <= 5:  # arrays and maps
+            if arg:
+                size = arg if major == 4 else 2 * arg
+                if size > n - i:  # every item takes at least one byte
+                    raise MalformedMessage(
+                        f"{what}: {'array' if major == 4 else 'map'} at byte {i - 1} declares {arg} "
+                        f"entries, {n - i} bytes left"
+                    )
+                if len(stack) >= MAX_DEPTH:
+                    raise TooComplex(f"{what}: nested deeper than {MAX_DEPTH}")
+                stack.append((left - 1, in_map))
+                left, in_map = size, major == 5
+                continue
+            if len(stack) >= MAX_DEPTH:
+                raise TooComplex(f"{what}: nested deeper than {MAX_DEPTH}")
+        elif major == 6:
+            if arg != 37:
+                raise UnsupportedCBOR(
+                    f"{what}: tag {arg} at byte {i - 1} is not plain CBOR data (only tag 37, UUIDs, is allowed)"
+                )
+            if i + 17 > n or data[i] != 0x50:
+                raise UnsupportedCBOR(f"{what}: tag 37 at byte {i - 1} must hold exactly 16 bytes")
+            i += 17
+        elif ai >= 25:  # half, single and double floats: all-ones exponent is infinity or NaN
+            if arg & _FLOAT_EXP[ai] == _FLOAT_EXP[ai]:
+                raise MalformedMessage(f"{what}: non-finite number at byte {i - 1 - (1 << (ai - 24))}")
+        elif ai not in (20, 21, 22):
+            raise UnsupportedCBOR(
+                f"{what}: simple value {arg} at byte {i - 1} (only false, true and null are allowed)"
+            )
+        left -= 1
+        while not left:
+            if not stack:
+                if i != n:
+                    raise UnsupportedCBOR(f"{what}: {n - i} bytes after the CBOR item")
+                return
+            left, in_map = stack.pop()
+
+
+_FLOAT_EXP = {25: 0x7C00, 26: 0x7F80_0000, 27: 0x7FF0_0000_0000_0000}
 
 
 def encode(obj: Any) -> bytes:
@@ -95,21 +186,36 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, what: str = "mess
     return obj
 
 
-def decode_any(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, what: str = "message") -> Any:
-    """Decode one CBOR item of plain data (map, array or scalar) with the same limits as ``decode``."""
+def decode_any(
+    data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, what: str = "message", max_items: int = MAX_ITEMS
+) -> Any:
+    """Decode one CBOR item of plain data (map, array or scalar) with the same limits as ``decode``.
+
+    The one decoder for everything that arrives: ``_scan`` refuses, before anything is built,
+    whatever the protocol does not use, so the work is linear in ``len(data)`` and every refusal
+    is a ``ProtocolError``. ``cbor2`` then builds only plain data (tag 37 straight to text).
+    """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedMessage(f"{what}: expected bytes, got {type(data).__name__}")
     if len(data) > max_bytes:
         raise OversizedMessage(f"{what}: {len(data)} bytes, limit {max_bytes}")
     if len(data) == 0:
         raise MalformedMessage(f"{what}: empty payload")
+    data = bytes(data)
+    _scan(data, what, max_items)
     try:
-        obj = cbor2.loads(bytes(data), allow_duplicate_keys=False, max_depth=MAX_DEPTH, allow_indefinite=True)
+        return cbor2.loads(
+            data,
+            semantic_decoders=_SEMANTIC,
+            max_depth=MAX_DEPTH,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            strict_hashable_types=True,
+        )
     except RecursionError:
-        raise MalformedMessage(f"{what}: nested too deeply") from None
-    except Exception as e:  # cbor2 raises several types (incl. ValueError/OverflowError from tag decoders)
+        raise TooComplex(f"{what}: nested too deeply") from None
+    except Exception as e:  # bad UTF-8, duplicate keys: whatever cbor2 raises is a refusal
         raise MalformedMessage(f"{what}: not valid CBOR ({type(e).__name__}: {str(e)[:120]})") from None
-    return _plain(obj, what, 0)
 
 
 def check_plain(value: Any, where: str, _depth: int = 0) -> None:

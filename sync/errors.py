@@ -35,6 +35,18 @@ class OversizedMessage(ProtocolError):
     """The payload (or its decompressed content) is larger than the protocol allows."""
 
 
+class UnsupportedCBOR(MalformedMessage):
+    """A CBOR feature the protocol never uses: a tag other than 37 (UUID), an indefinite length,
+    a simple value other than false/true/null, a map key that is not text, bytes after the item.
+
+    Refused by a scan of the item heads before anything is built (``sync.codec.decode_any``).
+    """
+
+
+class TooComplex(OversizedMessage, MalformedMessage):
+    """More CBOR items, or deeper nesting, than the protocol allows (small bytes, big structure)."""
+
+
 class UnsupportedVersion(ProtocolError):
     """The envelope's protocol version is not one this code speaks."""
 
