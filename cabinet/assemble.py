@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from cabinet.commands import CommandHandler
+from cabinet.conditions import ConditionWatch
 from cabinet.config import ConfigError, check_value
 from cabinet.health import Health
 from cabinet.model_update import ModelStore, ModelUpdater
@@ -102,6 +103,7 @@ def build_extras(cab: Cabinet) -> list[Any]:
     )
     cab.model_updater = ModelUpdater(models, cab.health)
     parts.append(cab.health)
+    parts.append(ConditionWatch(cab))  # board down/up, empty/full, certificate expiry -> ledger
     if c["sync.enabled"]:
         commands = CommandHandler(cab.ledger, cab.controller, cab.trust, hooks=command_hooks(cab))
         cab.sync = SyncAgent(

@@ -246,6 +246,34 @@ KEYS: tuple[Key, ...] = (
         min=3,
         max=600,
     ),
+    # --- alerts (conditions recorded in the ledger for the cloud's alerts) ---
+    Key(
+        "alerts",
+        "cert_warn_days",
+        int,
+        30,
+        "Record cert_expiring when the client or CA certificate (sync.cert_file, sync.ca_file) expires within this many days.",
+        min=1,
+        max=365,
+    ),
+    Key(
+        "alerts",
+        "cert_check_interval_s",
+        float,
+        3600.0,
+        "Seconds between checks of the certificates' expiry.",
+        min=1,
+        max=86400,
+    ),
+    Key(
+        "alerts",
+        "stock_hold_s",
+        float,
+        60.0,
+        "An empty or full cabinet (or its end) is recorded once it has lasted this long (no flapping).",
+        min=0,
+        max=3600,
+    ),
 )
 
 _BY_PATH = {k.path: k for k in KEYS}

@@ -101,6 +101,9 @@ SOC = _number(0, 100)
 RISK = _number(0, 1)
 TEMP_C = _number(-60, 200)
 CYCLES = _int(0, 1_000_000)
+BOARD = _int(1, 247)  # Modbus unit id
+COUNT = _int(0, 1023)
+TIME = _number(0, 1e11)  # Unix seconds
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,32 @@ _TYPES = (
         "pass_used",
         (req("pass_id", ID), req("rental_id", ID)),
         "An offline pass was used to open a rental on this cabinet.",
+    ),
+    # conditions the fleet must be told of, recorded on each transition only (cabinet/conditions.py)
+    EventType(
+        "board_down",
+        (req("board", BOARD), req("first_slot", SLOT), req("last_slot", SLOT), opt("detail", DETAIL)),
+        "A slot board stopped answering and is isolated: its slots read unknown.",
+    ),
+    EventType(
+        "board_up",
+        (req("board", BOARD), opt("detail", DETAIL)),
+        "An isolated slot board answers again.",
+    ),
+    EventType(
+        "stock_changed",
+        (req("empty", _bool), req("full", _bool), req("rentable", COUNT), req("free", COUNT)),
+        "The cabinet became or stopped being empty (no rentable battery) or full (no free slot).",
+    ),
+    EventType(
+        "cert_expiring",
+        (req("cert", ID), req("not_after", TIME), req("days_left", _number(-1e6, 1e6))),
+        "A certificate the cabinet uses expires within alerts.cert_warn_days (or has expired).",
+    ),
+    EventType(
+        "cert_renewed",
+        (req("cert", ID), req("not_after", TIME)),
+        "A certificate reported as expiring is valid long enough again (replaced).",
     ),
 )
 

@@ -318,6 +318,11 @@ APPLY: dict[str, Callable[[sqlite3.Connection, Event], None]] = {
     "config_applied": _audit_only,
     "tech_action": _audit_only,
     "pass_used": _pass_used,
+    "board_down": _audit_only,
+    "board_up": _audit_only,
+    "stock_changed": _audit_only,
+    "cert_expiring": _audit_only,
+    "cert_renewed": _audit_only,
 }
 
 

@@ -55,6 +55,15 @@ PLAUSIBLE = {
     "temp_c": st.floats(-60, 200),
     "cycles": st.integers(0, 1_000_000),
     "version": st.integers(1, 10_000),
+    "board": st.integers(1, 247),
+    "first_slot": st.integers(0, 1023),
+    "last_slot": st.integers(0, 1023),
+    "empty": st.booleans(),
+    "full": st.booleans(),
+    "rentable": st.integers(0, 1023),
+    "free": st.integers(0, 1023),
+    "not_after": st.floats(0, 1e11),
+    "days_left": st.floats(-1e6, 1e6),
 }
 ODD_NUMBERS = st.sampled_from([math.nan, math.inf, -math.inf, 10**400, -(10**400), 2**53 + 1, True, -0.0])
 
@@ -117,7 +126,9 @@ def test_any_event_body_is_recorded_whole_or_refused_with_nothing_written(tmp_pa
 
 #: A body that passes every check, per event type (built from the declared fields).
 VALID_FIELD = {"slot": 2, "sn": "PB000002", "source": "pass", "ok": True, "args": {"slot": 2}, "soc": 50,
-               "risk": 0.5, "temp_c": 25.0, "cycles": 3, "version": 2}  # fmt: skip
+               "risk": 0.5, "temp_c": 25.0, "cycles": 3, "version": 2, "board": 2, "first_slot": 5,
+               "last_slot": 8, "empty": False, "full": True, "rentable": 0, "free": 0,
+               "not_after": 1.8e9, "days_left": 3.5}  # fmt: skip
 
 
 def valid_body(type_: str) -> dict:
