@@ -110,8 +110,11 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/operator/sweep", "sweep", "Run the periodic sweep now", auth="operator"),
     Route("POST", "/api/me/passes", "create_pass", "Get a signed offline rent pass (QR text) for cabinets without network",
           ok=201, body=obj([], ttl_s={"type": "integer", "minimum": 60, "maximum": 30 * 86400},
-                           max_rentals={"type": "integer", "minimum": 1, "maximum": 10}),
-          responses={402: "no card on file"}),
+                           max_rentals={"type": "integer", "minimum": 1, "maximum": 10},
+                           currency=CURRENCY),
+          responses={400: "no cabinet prices the pass (or several currencies: name one)",
+                     402: "no card on file, or the card refused the pass's holds (max_rentals x the fleet's "
+                          "highest rental cap, placed before the pass is signed)"}),
     Route("GET", "/api/me/passes/{pass_id}", "get_pass", "One of the account's passes again (same QR text)",
           responses={404: "no such pass in this account"}),
     Route("GET", "/api/fleet/cabinets", "fleet_cabinets",

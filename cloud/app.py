@@ -431,11 +431,18 @@ class _Handlers(FleetHandlers):
 
     async def delete_me(self, request: web.Request, user: User, body: None) -> web.Response:
         await asyncio.to_thread(self.ctx.accounts.delete, user.id)
+        await self._publish_revocations()
         return web.Response(status=204)
 
     async def set_card(self, request: web.Request, user: User, body: dict) -> web.Response:
         u = await asyncio.to_thread(self.ctx.accounts.set_card, user.id, body["card_token"])
+        await self._publish_revocations()
         return _json(_user_json(u))
+
+    async def _publish_revocations(self) -> None:
+        """Passes revoked by a card change or an account deletion reach every cabinet now (issue 11.1)."""
+        if self.ctx.fleet is not None:
+            await self.ctx.fleet.publish_revocations()
 
     async def my_rentals(self, request: web.Request, user: User, body: None) -> web.Response:
         rows = await asyncio.to_thread(self.ctx.rentals.rentals_of, user.id)

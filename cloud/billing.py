@@ -4,6 +4,14 @@ recorded in ``payments``, on the rental row and in the journal.
 Every provider call uses an idempotency key derived from the rental and the attempt number,
 and happens outside any database transaction; the recording step is idempotent too (keyed by
 the same string), so any step can be re-run after a crash and books its effect once.
+
+Offline passes are paid for before use (issue 11.1): ``place_pass_holds`` reserves, when the
+pass is issued, one hold per rental the pass allows, each the most one rental can cost; the
+provider captures a hold once, so a pass of ``max_rentals`` draws on that many holds.
+``attach_pass_hold`` hands one of them to a pass rental when its start arrives (the rental
+then settles like any other), ``release_pass_holds`` voids the ones never used. Their journal
+memo entries (``pass:<id>:hold:<k>`` / ``pass:<id>:hold_released:<k>``) name no rental: a
+hold drawn by a rental is released from the pass and booked again as the rental's hold.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from cloud import money
-from cloud.db import audit_log, payments, rentals, users
+from cloud.db import audit_log, pass_holds, passes, payments, rentals, users
 from cloud.payments import Declined, HoldExpired, InvalidRequest, PaymentError, Provider, rental_key
 
 log = logging.getLogger(__name__)
@@ -98,6 +106,191 @@ class Billing:
         if r["hold_status"] != "held":
             return False
         return self._capture(r, r["hold_amount"])
+
+    # --- offline passes: holds placed when the pass is issued ---------------------------
+
+    def place_pass_holds(self, pass_id: str) -> list[str]:
+        """Reserve every hold of a pass being issued; all or nothing.
+
+        A refused hold voids the ones already placed, marks the pass ``declined`` (it is never
+        signed) and raises the ``PaymentError``. Re-running after a crash replays the same keys.
+        """
+        with self.engine.connect() as conn:
+            p = conn.execute(select(passes).where(passes.c.pass_id == pass_id)).mappings().one()
+            card = conn.execute(select(users.c.card_token).where(users.c.id == p["user_id"])).scalar()
+            rows = (
+                conn.execute(
+                    select(pass_holds).where(pass_holds.c.pass_id == pass_id).order_by(pass_holds.c.k)
+                )
+                .mappings()
+                .all()
+            )
+        refs = []
+        for h in rows:
+            if h["status"] == "held":
+                refs.append(h["hold_ref"])
+                continue
+            key = pass_key(pass_id, "hold", h["k"])
+            try:
+                if not card:
+                    raise Declined("no card on file for this renter (add one at PUT /api/me/card)", "no_card")
+                hold = self.provider.authorize(card, h["amount"], h["currency"], key)
+            except PaymentError:
+                with self.engine.begin() as conn:
+                    self._set_pass_hold(conn, pass_id, h["k"], status="declined", ended_at=self.clock())
+                    conn.execute(
+                        update(passes).where(passes.c.pass_id == pass_id).values(hold_status="declined")
+                    )
+                self.release_pass_holds(pass_id, "pass refused: a hold was declined")
+                raise
+            with self.engine.begin() as conn:
+                changed = conn.execute(
+                    update(pass_holds)
+                    .where(
+                        pass_holds.c.pass_id == pass_id,
+                        pass_holds.c.k == h["k"],
+                        pass_holds.c.status == "placing",
+                    )
+                    .values(status="held", hold_ref=hold.hold_ref, expires_at=hold.expires_at)
+                ).rowcount
+                if changed:
+                    self._post_pass_memo(conn, h, hold.amount, "hold", f"pass {pass_id}")
+            refs.append(hold.hold_ref)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(passes)
+                .where(passes.c.pass_id == pass_id, passes.c.hold_status == "placing")
+                .values(hold_status="held")
+            )
+        return refs
+
+    def attach_pass_hold(self, rental_id: str, pass_id: str) -> bool:
+        """Give a pass rental one of its pass's unused holds; False when none is left (over-use...).
+
+        Idempotent: a rental that already drew one keeps it. Two workers never take the same
+        hold (compare-and-set on its status).
+        """
+        now = self.clock()
+        with self.engine.begin() as conn:
+            r = conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().one()
+            mine = (
+                conn.execute(select(pass_holds).where(pass_holds.c.rental_id == rental_id)).mappings().first()
+            )
+            while mine is None:
+                free = (
+                    conn.execute(
+                        select(pass_holds)
+                        .where(
+                            pass_holds.c.pass_id == pass_id,
+                            pass_holds.c.status == "held",
+                            pass_holds.c.rental_id.is_(None),
+                            pass_holds.c.currency == r["currency"],
+                            pass_holds.c.expires_at > now,
+                        )
+                        .order_by(pass_holds.c.k)
+                        .limit(1)
+                    )
+                    .mappings()
+                    .first()
+                )
+                if free is None:
+                    return False
+                taken = conn.execute(
+                    update(pass_holds)
+                    .where(
+                        pass_holds.c.pass_id == pass_id,
+                        pass_holds.c.k == free["k"],
+                        pass_holds.c.status == "held",
+                    )
+                    .values(status="assigned", rental_id=rental_id, ended_at=now)
+                ).rowcount
+                if taken:
+                    mine = free
+            n = self._attempts(conn, rental_id, "hold")
+            if r["hold_ref"] == mine["hold_ref"]:
+                return True  # recorded before
+            key = rental_key(rental_id, "hold", n)
+            self._payment(
+                conn,
+                r,
+                "hold",
+                mine["hold_ref"],
+                mine["amount"],
+                "succeeded",
+                key,
+                n=n,
+                pass_id=pass_id,
+                k=mine["k"],
+            )
+            conn.execute(
+                update(rentals)
+                .where(rentals.c.id == rental_id)
+                .values(
+                    hold_ref=mine["hold_ref"],
+                    hold_status="held",
+                    hold_amount=mine["amount"],
+                    hold_expires_at=mine["expires_at"],
+                )
+            )
+            self._post_pass_memo(conn, mine, mine["amount"], "hold_released", f"drawn by rental {rental_id}")
+            money.post_hold(conn, rental_money(r), mine["amount"], n, now)
+        return True
+
+    def release_pass_holds(self, pass_id: str, why: str) -> int:
+        """Void the pass's holds no rental drew on (expiry, refusal); returns how many were released."""
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(pass_holds).where(pass_holds.c.pass_id == pass_id, pass_holds.c.status == "held")
+                )
+                .mappings()
+                .all()
+            )
+        released = 0
+        for h in rows:
+            if h["expires_at"] is not None and h["expires_at"] > self.clock():
+                try:
+                    self.provider.void(h["hold_ref"], pass_key(pass_id, "void", h["k"]))
+                except PaymentError as e:
+                    log.warning("pass %s: void of hold %s failed: %s", pass_id, h["hold_ref"], e)
+                    continue
+            with self.engine.begin() as conn:
+                changed = conn.execute(
+                    update(pass_holds)
+                    .where(
+                        pass_holds.c.pass_id == pass_id,
+                        pass_holds.c.k == h["k"],
+                        pass_holds.c.status == "held",
+                    )
+                    .values(status="released", ended_at=self.clock())
+                ).rowcount
+                if changed:
+                    self._post_pass_memo(conn, h, h["amount"], "hold_released", why)
+                    released += 1
+        return released
+
+    def _post_pass_memo(
+        self, conn: Connection, h: Mapping[Any, Any], amount: int, kind: str, memo: str
+    ) -> None:
+        """The holds memo pair for a pass hold (no rental yet): placed, or released / drawn."""
+        sign = 1 if kind == "hold" else -1
+        money.post(
+            conn,
+            kind,
+            [
+                money.Posting(money.renter_holds(h["user_id"]), sign * amount, h["currency"]),
+                money.Posting(money.HOLDS_PROVIDER, -sign * amount, h["currency"]),
+            ],
+            pass_key(h["pass_id"], kind, h["k"]),
+            self.clock(),
+            memo=memo,
+        )
+
+    @staticmethod
+    def _set_pass_hold(conn: Connection, pass_id: str, k: int, **values: Any) -> None:
+        conn.execute(
+            update(pass_holds).where(pass_holds.c.pass_id == pass_id, pass_holds.c.k == k).values(**values)
+        )
 
     # --- settling a finished rental -----------------------------------------------------
 
@@ -361,6 +554,11 @@ class Billing:
     @staticmethod
     def _set(conn: Connection, rental_id: str, **values: Any) -> None:
         conn.execute(update(rentals).where(rentals.c.id == rental_id).values(**values))
+
+
+def pass_key(pass_id: str, operation: str, k: int) -> str:
+    """The idempotency key of one money operation on a pass's hold ``k``, e.g. ``pass:P-1:hold:0``."""
+    return f"pass:{pass_id}:{operation}:{k}"
 
 
 def rental_money(r: Mapping[Any, Any]) -> money.RentalMoney:

@@ -1,10 +1,12 @@
 """The rental life cycle, driven by the app and by the events cabinets report.
 
     app:     start_app_rental  -> hold placed, eject command returned (the caller signs and sends it)
-    cabinet: rental_started    -> on_rental_started   (active; or created, for an offline pass)
+    cabinet: rental_started    -> on_rental_started   (active; or created, for an offline pass,
+                                                   drawing on a hold placed when the pass was issued)
              rental_aborted    -> on_rental_aborted   (hold voided)
              battery_returned  -> on_battery_returned (fee computed and settled)
-    timer:   sweep             -> eject timeouts, captures before holds expire, purchases
+    timer:   sweep             -> eject timeouts, captures before holds expire, purchases,
+                                  unused pass holds released once the pass has expired
 
 Every ``on_*`` method is idempotent (cabinet events arrive at least once) and tolerates any
 order between cabinets: a return reported before its rental's start (two offline cabinets
@@ -22,12 +24,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloud import money
 from cloud.billing import Billing, rental_money
-from cloud.db import batteries, cabinets, clock_anchors, commands, orphan_returns, passes, rentals, users
+from cloud.db import (
+    batteries,
+    cabinets,
+    clock_anchors,
+    commands,
+    orphan_returns,
+    pass_holds,
+    passes,
+    rentals,
+    users,
+)
 from cloud.merchants import Catalog, CatalogError
 from cloud.payments import PaymentError, Provider
 from cloud.pricing import CabinetTime, ClockAnchor, Tariff, quote, rental_duration, true_time
@@ -96,6 +108,7 @@ class SweepReport:
     captured_early: list[str] = field(default_factory=list)
     purchased: list[str] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
+    passes_released: list[str] = field(default_factory=list)
 
 
 class RentalService:
@@ -109,6 +122,7 @@ class RentalService:
         *,
         eject_timeout_s: float = 120,
         hold_capture_margin_s: float = 6 * 3600,
+        pass_hold_grace_s: float = 86400,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -116,6 +130,9 @@ class RentalService:
         self.billing = Billing(engine, provider, clock)
         self.eject_timeout_s = eject_timeout_s
         self.hold_capture_margin_s = hold_capture_margin_s
+        # unused pass holds are kept this long after the pass expires: a rental started just
+        # before the expiry on a cabinet that was offline still finds its hold when it syncs
+        self.pass_hold_grace_s = pass_hold_grace_s
 
     # --- the app -------------------------------------------------------------------------
 
@@ -177,8 +194,19 @@ class RentalService:
             self._set(conn, rental_id, cmd_id=cmd.cmd_id)
         return RentalStart(rental_id, pricing.tariff.hold, pricing.tariff.currency, cmd)
 
-    def issue_pass(self, user_id: int, pass_id: str, expires_at: float, max_rentals: int = 1) -> str:
-        """Record an offline pass for a renter whose card is on file (the caller signs it with sync)."""
+    def issue_pass(
+        self, user_id: int, pass_id: str, expires_at: float, max_rentals: int = 1, currency: str | None = None
+    ) -> str:
+        """Record an offline pass and pay for it first: the caller signs it only when this returns.
+
+        The card on file is authorised ``max_rentals`` times for the most one rental can cost
+        anywhere in the fleet (``pass_hold_size``), before anything is signed; a refused hold
+        raises ``RentalRefused`` with the provider's code and no pass exists to use.
+        """
+        if not isinstance(max_rentals, int) or not 1 <= max_rentals <= 100:
+            raise RentalError(f"max_rentals must be 1..100, got {max_rentals!r}")
+        currency, each = self.pass_hold_size(currency)
+        now = self.clock()
         with self.engine.begin() as conn:
             user = conn.execute(
                 select(users).where(users.c.id == user_id, users.c.deleted_at.is_(None))
@@ -189,12 +217,101 @@ class RentalService:
                 insert(passes).values(
                     pass_id=pass_id,
                     user_id=user_id,
-                    issued_at=self.clock(),
+                    issued_at=now,
                     expires_at=expires_at,
                     max_rentals=max_rentals,
+                    currency=currency,
+                    hold_each=each,
+                    hold_status="placing",
                 )
             )
+            conn.execute(
+                insert(pass_holds),
+                [
+                    {
+                        "pass_id": pass_id,
+                        "k": k,
+                        "user_id": user_id,
+                        "status": "placing",
+                        "amount": each,
+                        "currency": currency,
+                        "created_at": now,
+                    }
+                    for k in range(max_rentals)
+                ],
+            )
+        try:
+            self.billing.place_pass_holds(pass_id)
+        except PaymentError as e:
+            raise RentalRefused(
+                f"the card was refused for the pass's hold ({max_rentals} x {each} {currency}): {e}", e.code
+            ) from e
         return pass_id
+
+    def pass_hold_size(self, currency: str | None = None) -> tuple[str, int]:
+        """The currency and the hold of each rental of a pass: the highest rental cap in the fleet.
+
+        A pass is not bound to a cabinet, so each of its rentals may happen at the dearest
+        cabinet: the hold is the highest ``total_cap`` (the fee never exceeds it; see pricing)
+        or ``hold``, over the tariffs of every registered cabinet in that currency.
+        """
+        caps: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            ids = conn.execute(select(cabinets.c.id)).scalars().all()
+        for cab in ids:
+            try:
+                t = self.catalog.pricing(cab).tariff
+            except CatalogError:
+                continue
+            caps[t.currency] = max(caps.get(t.currency, 0), t.total_cap, t.hold)
+        if currency is not None:
+            if currency not in caps:
+                raise RentalError(f"cannot price an offline pass in {currency!r}: no cabinet charges in it")
+            return currency, caps[currency]
+        if not caps:
+            raise RentalError("cannot price an offline pass: no cabinet has a tariff yet")
+        if len(caps) > 1:
+            raise RentalError(f"cabinets charge in {', '.join(sorted(caps))}: name the pass's currency")
+        return next(iter(caps.items()))
+
+    def release_expired_pass_holds(self) -> list[str]:
+        """Void the unused holds of passes expired more than ``pass_hold_grace_s`` ago (or whose hold lapsed)."""
+        now = self.clock()
+        with self.engine.connect() as conn:
+            ids = (
+                conn.execute(
+                    select(pass_holds.c.pass_id)
+                    .join(passes, passes.c.pass_id == pass_holds.c.pass_id)
+                    .where(
+                        pass_holds.c.status == "held",
+                        or_(
+                            passes.c.expires_at + self.pass_hold_grace_s <= now,
+                            pass_holds.c.expires_at <= now,
+                        ),
+                    )
+                    .distinct()
+                )
+                .scalars()
+                .all()
+            )
+        out = []
+        for pass_id in ids:
+            with self.engine.connect() as conn:
+                p = conn.execute(select(passes).where(passes.c.pass_id == pass_id)).mappings().one()
+            if p["expires_at"] + self.pass_hold_grace_s <= now:
+                why = "pass expired"
+            else:
+                why = "hold expired"
+            if self.billing.release_pass_holds(pass_id, why):
+                out.append(pass_id)
+            if why == "pass expired":
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        update(passes)
+                        .where(passes.c.pass_id == pass_id, passes.c.hold_status == "held")
+                        .values(hold_status="released")
+                    )
+        return out
 
     # --- cabinet events ------------------------------------------------------------------
 
@@ -379,6 +496,17 @@ class RentalService:
                 .scalars()
                 .all()
             )
+            unsecured = (
+                conn.execute(
+                    select(rentals.c.id).where(
+                        rentals.c.source == "pass",
+                        rentals.c.status == "active",
+                        rentals.c.hold_status == "none",
+                    )
+                )
+                .scalars()
+                .all()
+            )
         for rental_id in pending:
             with self.engine.begin() as conn:
                 changed = conn.execute(
@@ -413,6 +541,9 @@ class RentalService:
         for rental_id in unsettled:
             self.billing.settle(rental_id)
             report.settled.append(rental_id)
+        for rental_id in unsecured:  # a crash between recording a pass rental and securing it
+            self._secure_pass_rental(rental_id, None)
+        report.passes_released = self.release_expired_pass_holds()
         return report
 
     # --- reading -------------------------------------------------------------------------
@@ -498,7 +629,60 @@ class RentalService:
                 self._battery(conn, body.get("sn"), "rented", None)
         except IntegrityError:
             return  # created concurrently by another worker
-        self._try_hold(str(body["rental_id"]))
+        self._secure_pass_rental(str(body["rental_id"]), event)
+
+    def _secure_pass_rental(self, rental_id: str, event: CabinetEvent | None) -> None:
+        """Draw the pass rental's hold from its pass; over-use of the pass is billed and alerted.
+
+        ``max_rentals`` counts across the fleet: a cabinet only knows its own rentals, so the
+        cloud counts every pass rental it has recorded. One beyond the limit was still taken
+        (the pack is out), so it is recorded and billed (a new hold on the card on file, or a
+        debt at return), the pass is revoked and a ``pass_overuse`` alert names the cabinet.
+        """
+        r = self.rental(rental_id)
+        with self.engine.connect() as conn:
+            p = conn.execute(select(passes).where(passes.c.pass_id == r["pass_id"])).mappings().one()
+            used = conn.execute(
+                select(func.count()).where(
+                    rentals.c.pass_id == p["pass_id"],
+                    rentals.c.source == "pass",
+                    rentals.c.status != "aborted",
+                    or_(
+                        rentals.c.created_at < r["created_at"],
+                        and_(rentals.c.created_at == r["created_at"], rentals.c.id <= rental_id),
+                    ),
+                )
+            ).scalar_one()
+        drawn = p["hold_status"] is not None and self.billing.attach_pass_hold(rental_id, p["pass_id"])
+        if not drawn:
+            if p["hold_status"] is not None:
+                log.warning(
+                    "pass rental %s: no hold of pass %s left, charging the card on file",
+                    rental_id,
+                    p["pass_id"],
+                )
+            self._try_hold(rental_id)  # passes issued before holds at issue (migration 0005) land here too
+        if used > p["max_rentals"]:
+            from cloud.fleet.view import add_alert  # here: cloud.fleet imports this module
+
+            now = self.clock()
+            with self.engine.begin() as conn:
+                add_alert(
+                    conn,
+                    r["cabinet_id"],
+                    "pass_overuse",
+                    "critical",
+                    f"pass {p['pass_id']} of user {p['user_id']} allows {p['max_rentals']} rental(s); "
+                    f"rental {rental_id} at {r['cabinet_id']} is number {used} across the fleet "
+                    f"({'drawn on the pass hold' if drawn else 'charged separately'}); the pass is revoked",
+                    at=now,
+                    event_id=event.id if event is not None else rental_id,
+                )
+                conn.execute(
+                    update(passes)
+                    .where(passes.c.pass_id == p["pass_id"], passes.c.revoked_at.is_(None))
+                    .values(revoked_at=now, revoke_reason="over-use")
+                )
 
     def _try_hold(self, rental_id: str) -> None:
         try:

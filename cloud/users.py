@@ -3,6 +3,10 @@
 Session tokens are random and stored only as their SHA-256, so a leaked database does not
 log anyone in. Deleting an account erases personal data; rentals and money records stay
 (bookkeeping law), attached to the anonymous user id.
+
+Changing the card or deleting the account revokes the renter's outstanding offline passes
+(issue 11.1): their holds, placed on the old card when each pass was issued, stay until the
+pass rentals settle, and the revocation reaches every cabinet in the next signed config.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloud.db import login_failures, passes, rentals, sessions, users
@@ -208,11 +212,17 @@ class Accounts:
             )
 
     def set_card(self, user_id: int, card_token: str) -> User:
-        """Attach the provider's token of the renter's card (we never see card numbers)."""
+        """Attach the provider's token of the renter's card (we never see card numbers).
+
+        A different card revokes the renter's outstanding offline passes (``revoke_passes``).
+        """
         if not card_token or len(card_token) > 200:
             raise UserError("card_token must be a provider token of 1 to 200 characters")
         with self.engine.begin() as conn:
+            old = conn.execute(select(users.c.card_token).where(users.c.id == user_id)).scalar_one_or_none()
             conn.execute(update(users).where(users.c.id == user_id).values(card_token=card_token))
+            if old != card_token:
+                revoke_passes(conn, user_id, self.clock(), "card changed")
         return self.get(user_id)
 
     def card_token(self, user_id: int) -> str | None:
@@ -247,8 +257,25 @@ class Accounts:
             )
             conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
             conn.execute(delete(login_failures).where(login_failures.c.key == f"account:{row.email}"))
-            conn.execute(
-                update(passes)
-                .where(passes.c.user_id == user_id, passes.c.revoked_at.is_(None))
-                .values(revoked_at=self.clock())
+            revoke_passes(conn, user_id, self.clock(), "account deleted")
+
+
+def revoke_passes(conn: Connection, user_id: int, now: float, reason: str) -> list[str]:
+    """Revoke the renter's unexpired, unrevoked passes; returns their ids.
+
+    Their holds are kept: a cabinet that has not yet had the new config may still rent on one,
+    and that rental draws on the hold. The fleet link republishes every cabinet's config when
+    a revocation is newer than it (``Signatures.configs_behind_revocations``).
+    """
+    ids = list(
+        conn.execute(
+            select(passes.c.pass_id).where(
+                passes.c.user_id == user_id, passes.c.revoked_at.is_(None), passes.c.expires_at > now
             )
+        ).scalars()
+    )
+    if ids:
+        conn.execute(
+            update(passes).where(passes.c.pass_id.in_(ids)).values(revoked_at=now, revoke_reason=reason)
+        )
+    return ids

@@ -6,8 +6,10 @@
 - Configs: the counter is ``config_versions.counter``, one increasing sequence for the fleet;
   a config is a complete snapshot built from the catalogue (tariff), the signing key,
   revoked passes and ``cabinet_settings`` (fleet defaults ``*`` overridden per cabinet).
-- Passes: recorded by ``RentalService.issue_pass`` and signed here; Ed25519 signatures are
-  deterministic, so the same pass always gives the same QR text.
+- Passes: recorded and paid for (holds placed) by ``RentalService.issue_pass``, and signed
+  here only after that; Ed25519 signatures are deterministic, so the same pass always gives
+  the same QR text. A revocation newer than a cabinet's config makes that config due again
+  (``configs_behind_revocations``), so it reaches every cabinet.
 """
 
 from __future__ import annotations
@@ -317,20 +319,51 @@ class Signatures:
 
     # --- passes ----------------------------------------------------------------------------
 
-    def issue_pass(self, user_id: int, ttl_s: float, max_rentals: int = 1) -> tuple[OfflinePass, str]:
-        """Record and sign an offline pass; returns the pass and its QR text."""
+    def issue_pass(
+        self, user_id: int, ttl_s: float, max_rentals: int = 1, currency: str | None = None
+    ) -> tuple[OfflinePass, str]:
+        """Record a pass, place its holds, then sign it; returns the pass and its QR text.
+
+        Raises ``RentalRefused`` (no card, the card refused the holds) before anything is signed.
+        """
         pass_id = "P-" + uuid.uuid4().hex[:16]
         now = self.clock()
-        self.rentals.issue_pass(user_id, pass_id, now + ttl_s, max_rentals)
+        self.rentals.issue_pass(user_id, pass_id, now + ttl_s, max_rentals, currency)
         return self.pass_text(user_id, pass_id)
 
     def pass_text(self, user_id: int, pass_id: str) -> tuple[OfflinePass, str]:
-        """The QR text of one of the user's passes (the same text each time)."""
+        """The QR text of one of the user's passes (the same text each time); never of an unpaid one."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(passes).where(passes.c.pass_id == pass_id, passes.c.user_id == user_id)
             ).first()
-        if row is None:
+        if row is None or row.hold_status in ("placing", "declined"):
             raise LookupError(f"no pass {pass_id} for this account")
         p = OfflinePass(row.pass_id, str(user_id), row.issued_at, row.expires_at, row.max_rentals)
         return p, self.signer.sign_pass(p)
+
+    def configs_behind_revocations(self) -> list[str]:
+        """Registered cabinets whose newest published config predates the newest pass revocation.
+
+        Only unexpired revocations count (expired passes leave the config). The fleet link
+        republishes these, so a revoked pass reaches every cabinet even after a crash between
+        the revocation and the publish.
+        """
+        now = self.clock()
+        with self.engine.connect() as conn:
+            newest_revocation = conn.execute(
+                select(func.max(passes.c.revoked_at)).where(
+                    passes.c.revoked_at.is_not(None), passes.c.expires_at > now
+                )
+            ).scalar()
+            if newest_revocation is None:
+                return []
+            published = dict(
+                conn.execute(
+                    select(config_versions.c.cabinet_id, func.max(config_versions.c.issued_at))
+                    .where(config_versions.c.published_at.is_not(None))
+                    .group_by(config_versions.c.cabinet_id)
+                ).all()
+            )
+            ids = conn.execute(select(cabinets.c.id).order_by(cabinets.c.id)).scalars().all()
+        return [c for c in ids if published.get(c, float("-inf")) < newest_revocation]

@@ -137,7 +137,11 @@ class FleetHandlers:
     async def create_pass(self, request: web.Request, user: Any, body: dict) -> web.Response:
         ttl = min(int(body.get("ttl_s") or self.ctx.config.pass_ttl_s), self.ctx.config.pass_ttl_s)
         p, text = await asyncio.to_thread(
-            self.ctx.signatures.issue_pass, user.id, ttl, int(body.get("max_rentals") or 1)
+            self.ctx.signatures.issue_pass,
+            user.id,
+            ttl,
+            int(body.get("max_rentals") or 1),
+            body.get("currency"),
         )
         return _json(_pass_json(p, text), 201)
 

@@ -239,6 +239,21 @@ class FleetLink:
         await asyncio.to_thread(self.signatures.mark_config_published, cfg.counter)
         return cfg
 
+    async def publish_revocations(self) -> list[SignedConfig]:
+        """Republish the config of every cabinet whose config predates a pass revocation.
+
+        Called right after a revocation (card changed, account deleted) and by housekeeping,
+        which catches one a crash or a broker outage left unpublished. One cabinet whose
+        config cannot be made or sent never stops the others.
+        """
+        out = []
+        for cabinet in await asyncio.to_thread(self.signatures.configs_behind_revocations):
+            try:
+                out.append(await self.publish_config(cabinet))
+            except Exception:
+                log.exception("fleet: config with new pass revocations for %s not published", cabinet)
+        return out
+
     async def _housekeeping(self) -> None:
         """Queued commands sent after a reconnect; configs (re-)signed before they expire.
 
@@ -262,6 +277,7 @@ class FleetLink:
                 )
                 for cabinet in due:
                     await self.publish_config(cabinet)
+                await self.publish_revocations()
             except asyncio.CancelledError:
                 raise
             except Exception:
