@@ -306,6 +306,11 @@ def _wrap(route: Route, fn: Callable) -> Callable:
         if route.auth:
             header = request.headers.get("Authorization", "")
             token = header[7:].strip() if header.lower().startswith("bearer ") else None
+            if token is not None and not _PRINTABLE_ASCII.fullmatch(token):
+                # tokens are URL-safe ASCII; other bytes (aiohttp keeps invalid UTF-8 as surrogates) can match none
+                raise ApiError(
+                    401, "not_authenticated", "malformed bearer token", {"WWW-Authenticate": "Bearer"}
+                )
             user = await asyncio.to_thread(ctx.accounts.authenticate, token)
             if route.auth == "operator" and user.role != "operator":
                 raise ApiError(403, "forbidden", "operators only")
@@ -314,16 +319,51 @@ def _wrap(route: Route, fn: Callable) -> Callable:
                 raise ApiError(404, "not_found", f"{name} must be a number, got {request.match_info[name]!r}")
         body: Any = None
         if route.body is not None and route.handler != "webhook":
-            try:
-                body = await request.json()
-            except (ValueError, UnicodeDecodeError) as e:
-                raise ApiError(400, "bad_json", f"request body is not valid JSON: {e}") from e
+            body = parse_json_body(await request.read())
             problems = validate(body, route.body, "body")
             if problems:
                 raise ApiError(400, "invalid_body", "; ".join(problems))
         return await fn(request, user, body)
 
     return handler
+
+
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]{1,512}")
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of a request body (the API's bodies are at most 3 deep)."""
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """A request body as JSON, or a 400 ``bad_json``: never a 500, whatever the bytes.
+
+    ``json.loads`` raises ``RecursionError`` on deep nesting, and keeps lone surrogates
+    (``"\\ud800"``) that no database driver can encode; both are refused here, and nesting
+    beyond ``MAX_JSON_DEPTH`` too, before ``validate`` (which recurses) sees the value.
+    """
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:200]
+        raise ApiError(400, "bad_json", f"request body is not valid JSON: {reason}") from None
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise ApiError(400, "bad_json", f"request body is nested deeper than {MAX_JSON_DEPTH}")
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            for k, x in items:
+                if isinstance(k, str):
+                    stack.append((k, depth + 1))
+                stack.append((x, depth + 1))
+        elif isinstance(v, str) and not v.isascii():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(
+                    400, "bad_json", "request body has a lone surrogate (not valid Unicode)"
+                ) from None
+    return value
 
 
 def validate(value: Any, schema: dict[str, Any], where: str) -> list[str]:

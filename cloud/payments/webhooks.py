@@ -34,6 +34,8 @@ def verify(secret: str, body: bytes, header: str | None, now: float, tolerance_s
     """Check the signature and age of a webhook and return its parsed JSON body."""
     if not header:
         raise WebhookRejected(f"missing {SIGNATURE_HEADER} header")
+    if not header.isascii():  # hmac.compare_digest raises TypeError on non-ASCII text
+        raise WebhookRejected(f"malformed {SIGNATURE_HEADER} header: not ASCII")
     parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
     try:
         timestamp = int(parts["t"])

@@ -117,3 +117,102 @@ def test_fuzzed_requests_to_every_operation_get_no_server_error_and_leave_the_bo
     assert len(seen) >= 15, f"only {len(seen)} operations were reached: {sorted(seen)}"
     check = requests.get(f"{cloud.url}/api/money/check", headers=cloud.headers["operator"], timeout=30)
     assert check.status_code == 200 and check.json()["ok"], check.text
+
+
+# --- hostile requests without credentials (issue 11.4): never a 500 -------------------------
+
+
+def raw_request(url: str, method: str, path: str, headers: dict[str, bytes], body: bytes = b"") -> int:
+    """One HTTP/1.1 request with header values as raw bytes (non-ASCII, invalid UTF-8); its status."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    head = [f"{method} {path} HTTP/1.1".encode(), f"Host: {u.hostname}".encode(), b"Connection: close"]
+    head += [name.encode() + b": " + value for name, value in headers.items()]
+    head.append(f"Content-Length: {len(body)}".encode())
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    status = int(reply.split(b" ", 2)[1])
+    if status >= 400 and b"application/json" in reply.split(b"\r\n\r\n", 1)[0].lower():
+        import json
+
+        assert {"error", "message"} <= set(json.loads(reply.split(b"\r\n\r\n", 1)[1]))
+    return status
+
+
+def nested(depth: int, opener: str = "[", closer: str = "]", leaf: str = "1") -> bytes:
+    return (opener * depth + leaf + closer * depth).encode()
+
+
+HOSTILE_BODIES = {
+    "arrays nested 100000 deep": nested(100_000),
+    "objects nested 100000 deep": nested(100_000, '{"a":', "}"),
+    "arrays nested 900 deep": nested(900),
+    "objects nested 900 deep in a field": b'{"email": "a@example.com", "password": '
+    + nested(900, '{"a":', "}")
+    + b"}",
+    "unclosed nesting": b"[" * 200_000,
+    "a 10000-digit number": b'{"email": "a@example.com", "password": ' + b"9" * 10_000 + b"}",
+    "a huge exponent": b'{"email": "a@example.com", "password": 1e999999}',
+    "an oversized field": b'{"email": "' + b"a" * 300_000 + b'@example.com", "password": "x"}',
+    "invalid UTF-8": b'{"email": "\xff\xfe", "password": "x"}',
+    "lone surrogate escape": b'{"email": "\\ud800@example.com", "password": "x"}',
+}
+HOSTILE_HEADERS = {
+    "non-ASCII signature": {"Payment-Signature": "t=1,v1=é".encode()},
+    "invalid UTF-8 signature": {"Payment-Signature": b"t=1,v1=\xff\xfe"},
+    "non-ASCII digits in the timestamp": {"Payment-Signature": "t=١٢٣,v1=00".encode()},
+    "a 4000-digit timestamp": {"Payment-Signature": b"t=" + b"9" * 4000 + b",v1=00"},
+    "a 300-digit timestamp": {"Payment-Signature": b"t=" + b"9" * 300 + b",v1=00"},
+    "non-ASCII bearer token": {"Authorization": "Bearer é-token".encode()},
+    "invalid UTF-8 bearer token": {"Authorization": b"Bearer \xff\xfe\xfd"},
+    "control characters in the token": {"Authorization": b"Bearer \x01\x02"},
+    "a long bearer token": {"Authorization": b"Bearer " + b"x" * 7000},
+    "non-ASCII forwarded-for": {"X-Forwarded-For": "é, ::1".encode()},
+}
+ANON_ROUTES = [("POST", "/api/users"), ("POST", "/api/login"), ("POST", "/api/webhooks/sandbox")]
+AUTH_ROUTES = [("GET", "/api/me"), ("POST", "/api/rentals"), ("GET", "/api/rentals/1")]
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_BODIES))
+def test_hostile_json_bodies_get_a_4xx_never_a_500(cloud, name: str) -> None:
+    for method, path in ANON_ROUTES + AUTH_ROUTES:
+        hdrs = {"Content-Type": b"application/json", "Payment-Signature": b"t=1,v1=00"}
+        if (method, path) in AUTH_ROUTES:
+            hdrs["Authorization"] = cloud.headers["renter"]["Authorization"].encode()
+        status = raw_request(cloud.url, method, path, hdrs, HOSTILE_BODIES[name])
+        assert status < 500, f"{name}: {method} {path} -> {status}"
+        if method == "POST":  # every POST here reads its body
+            assert status >= 400, f"{name}: {method} {path} -> {status}"
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_HEADERS))
+def test_hostile_headers_get_a_4xx_never_a_500(cloud, name: str) -> None:
+    body = b'{"id": "evt_1", "type": "payment.succeeded"}'
+    for method, path in ANON_ROUTES + AUTH_ROUTES:
+        hdrs = {"Content-Type": b"application/json", **HOSTILE_HEADERS[name]}
+        status = raw_request(cloud.url, method, path, hdrs, body)
+        assert 400 <= status < 500, f"{name}: {method} {path} -> {status}"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    route=st.sampled_from(ANON_ROUTES + AUTH_ROUTES),
+    header=st.sampled_from(["Authorization", "Payment-Signature", "X-Forwarded-For", "Content-Type"]),
+    value=st.binary(max_size=200).filter(lambda b: b"\r" not in b and b"\n" not in b),
+    body=st.binary(max_size=300)
+    | st.recursive(
+        st.integers() | st.text(max_size=20) | st.none(),
+        lambda i: st.lists(i) | st.dictionaries(st.text(max_size=5), i),
+    ).map(lambda v: __import__("json").dumps(v).encode()),
+)
+def test_any_header_bytes_and_any_body_without_credentials_get_no_500(
+    cloud, route, header, value, body
+) -> None:
+    method, path = route
+    status = raw_request(cloud.url, method, path, {header: value.lstrip()}, body)
+    assert status < 500, f"{method} {path} {header}={value!r} -> {status}"
