@@ -44,7 +44,8 @@ TARIFF = obj(
     purchase_after_days={"type": ["integer", "null"], "minimum": 1, "maximum": 365},
 )
 DATE = {"type": "string", "format": "date"}
-INTEGER_PATH_PARAMS = ("merchant_id", "dispute_id")  # cloud.app answers 404 when one is not a number
+# cloud.app answers 404 when one is not a number
+INTEGER_PATH_PARAMS = ("merchant_id", "dispute_id", "claim_id")
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/health", "health", "Liveness and schema revision", auth=None),
@@ -150,6 +151,16 @@ ROUTES: tuple[Route, ...] = (
                                   ("acknowledged", {"type": "string", "enum": ["true", "false", "all"]}, False),
                                   ("kind", {"type": "string"}, False),
                                   ("limit", {"type": "integer", "minimum": 1, "maximum": 5000}, False))),
+    Route("GET", "/api/claims", "list_claims",
+          "Cabinet claims the cloud kept instead of applying (issue 11.2), newest first; default status open",
+          auth="operator",
+          query=(("status", {"type": "string", "enum": ["pending", "open", "resolving", "accepted", "rejected", "all"]},
+                  False), ("cabinet", {"type": "string"}, False))),
+    Route("POST", "/api/claims/{claim_id}/resolve", "resolve_claim",
+          "Resolve a kept cabinet claim: apply (runs its original application) or reject; reason required, audited",
+          auth="operator",
+          body=obj(["action", "reason"], action={"type": "string", "enum": ["apply", "reject"]}, reason=STR),
+          responses={409: "the claim is not open, or applying it failed"}),
     Route("POST", "/api/fleet/alerts/{alert_id}/ack", "fleet_ack_alert",
           "Acknowledge an alert (a point alert ends with it; a condition alert stays open until it clears)",
           auth="operator"),

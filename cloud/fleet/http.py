@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cloud.fleet import view
+from cloud.fleet import claims, view
 from cloud.fleet.commands import CommandRefused
 
 
@@ -99,6 +99,37 @@ class FleetHandlers:
         if not await asyncio.to_thread(view.acknowledge_alert, self.ctx.engine, int(raw), self.ctx.clock()):
             raise FleetNotFound(f"no open alert {raw}")
         return _json({"id": int(raw), "acknowledged": True})
+
+    # --- cabinet claims the cloud did not believe (issue 11.2, cloud/fleet/claims.py) -------
+
+    async def list_claims(self, request: web.Request, user: Any, body: None) -> web.Response:
+        status = request.query.get("status", "open")
+        if status not in ("pending", "open", "resolving", "accepted", "rejected", "all"):
+            raise CommandRefused(f"query parameter status={status!r} is not a claim status")
+        rows = await asyncio.to_thread(
+            claims.list_claims, self.ctx.engine, status, request.query.get("cabinet")
+        )
+        return _json(rows)
+
+    async def resolve_claim(self, request: web.Request, user: Any, body: dict) -> web.Response:
+        raw = request.match_info["claim_id"]
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > 2**62:
+            raise FleetNotFound(f"no claim {raw!r}")
+        try:
+            done = await asyncio.to_thread(
+                claims.resolve, self.ctx.engine, self.ctx.rentals, int(raw), body["action"],
+                body["reason"], user.id, self.ctx.clock(),
+            )  # fmt: skip
+        except claims.ClaimNotFound as e:
+            raise FleetNotFound(str(e)) from e
+        except claims.ClaimConflict as e:
+            raise web.HTTPConflict(text=str(e)) from e
+        await asyncio.to_thread(
+            self.ctx.audit, user.id, "resolve_claim", f"claim:{raw}",
+            {"action": body["action"], "reason": body["reason"], "cabinet": done["cabinet"],
+             "type": done["type"], "event_id": done["event_id"]},
+        )  # fmt: skip
+        return _json(done)
 
     async def fleet_send_command(self, request: web.Request, user: Any, body: dict) -> web.Response:
         cab = request.match_info["cabinet_id"]

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from cloud.fleet import claims
 from cloud.fleet.commands import CommandRefused, Signatures, SignedCommand, SignedConfig
 from cloud.fleet.ingest import BatchOutcome, EventApplier
 from cloud.fleet.view import apply_state, apply_telemetry
@@ -156,6 +157,7 @@ class FleetLink:
                         await asyncio.to_thread(apply_state, self.engine, decoded, now)
                     else:
                         await asyncio.to_thread(apply_telemetry, self.engine, decoded, now)
+                        await asyncio.to_thread(claims.verify_from_telemetry, self.engine, decoded, now)
                 except Exception:  # a database hiccup must not stop the fleet view for good
                     log.exception("fleet: failed to apply %s of %s", type(decoded).__name__, decoded.cabinet)
 
@@ -278,6 +280,7 @@ class FleetLink:
                 for cabinet in due:
                     await self.publish_config(cabinet)
                 await self.publish_revocations()
+                await asyncio.to_thread(claims.expire_pending, self.engine, self.clock())  # issue 11.2
             except asyncio.CancelledError:
                 raise
             except Exception:
