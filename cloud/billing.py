@@ -137,7 +137,11 @@ class Billing:
                 hold = self.provider.authorize(card, h["amount"], h["currency"], key)
             except PaymentError:
                 with self.engine.begin() as conn:
-                    self._set_pass_hold(conn, pass_id, h["k"], status="declined", ended_at=self.clock())
+                    conn.execute(
+                        update(pass_holds)
+                        .where(pass_holds.c.pass_id == pass_id, pass_holds.c.status == "placing")
+                        .values(status="declined", ended_at=self.clock())
+                    )
                     conn.execute(
                         update(passes).where(passes.c.pass_id == pass_id).values(hold_status="declined")
                     )
@@ -284,12 +288,6 @@ class Billing:
             pass_key(h["pass_id"], kind, h["k"]),
             self.clock(),
             memo=memo,
-        )
-
-    @staticmethod
-    def _set_pass_hold(conn: Connection, pass_id: str, k: int, **values: Any) -> None:
-        conn.execute(
-            update(pass_holds).where(pass_holds.c.pass_id == pass_id, pass_holds.c.k == k).values(**values)
         )
 
     # --- settling a finished rental -----------------------------------------------------
