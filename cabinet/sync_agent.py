@@ -1,7 +1,8 @@
 """The cabinet's sync agent: pushes the ledger's outbox, takes acks, commands and signed config.
 
 Outbox: the events after the acked seq, in seq order, in batches bounded by count and bytes,
-with up to ``window`` batches in flight. The acked seq moves only on the cloud's ``ack``; after
+with up to ``window`` batches in flight. The acked seq moves only on the cloud's ``ack``, and
+never beyond the ledger's last event (acks are unsigned: such an ack is ignored and logged); after
 a reconnect or an ack timeout everything unacked is sent again (duplicates only on the wire,
 the cloud applies by (cabinet, seq)). Nothing lives only in memory: a restart resumes from the
 ledger's acked seq.
@@ -79,6 +80,7 @@ class SyncAgent:
         self.last_ack_at: float | None = None  # wall time, for the UI
         self.sent_batches = 0
         self.resends = 0
+        self.ignored_acks = 0  # acks beyond the ledger's last seq (never applied)
         self._inflight: deque[int] = deque()  # last seq of each batch sent and not yet acked
         self._sent_upto = 0
         self._wake = asyncio.Event()
@@ -177,11 +179,31 @@ class SyncAgent:
         return True
 
     async def _on_ack(self, ack: Ack) -> None:
+        """Move the acked seq forward; an ack beyond the ledger's last event is ignored.
+
+        Acks are not signed: anyone who can publish on the cabinet's ``ack`` topic could
+        otherwise mark events as delivered that the cloud never received.
+        """
         if ack.acked_seq <= self.acked_seq:
             return
-        self.acked_seq = await self.ledger.set_acked(
-            min(ack.acked_seq, await self.ledger.run(lambda led: led.last_seq))
-        )
+
+        def take(led: Ledger) -> tuple[int, int | None]:
+            last = led.last_seq
+            if ack.acked_seq > last:
+                return last, None
+            return last, led.set_acked(ack.acked_seq)
+
+        last, acked = await self.ledger.run(take)
+        if acked is None:
+            self.ignored_acks += 1
+            log.warning(
+                "sync: ignored an ack for seq %d: the ledger ends at seq %d (acked %d)",
+                ack.acked_seq,
+                last,
+                self.acked_seq,
+            )
+            return
+        self.acked_seq = acked
         self.last_ack_at = time.time()
         while self._inflight and self._inflight[0] <= self.acked_seq:
             self._inflight.popleft()
@@ -228,10 +250,11 @@ class SyncAgent:
         """Verify a signed config; when newer than ours, take it into force and record it."""
 
         def accept(led: Ledger) -> SignedConfig:
-            with led.atomic():
-                config = self.trust.verifier(led).verify_config(payload)
+            with led.atomic():  # the key set is kept before the counter commits (cabinet/trust.py)
+                config, keys = self.trust.accept(led, payload)
                 led.record("config_applied", version=config.counter)
-                return config
+            self.trust.adopt(config, keys)  # on the ledger thread: the next command sees the new keys
+            return config
 
         try:
             config = await self.ledger.run(accept)
@@ -243,7 +266,6 @@ class SyncAgent:
             )
             log.warning("sync: config refused: %s", e.reason)
             return None
-        self.trust.adopt(config, payload)
         self.on_config(config)
         log.info("sync: config version %d applied", config.counter)
         self._wake.set()

@@ -23,7 +23,8 @@ examples:
   cabinet-cloud money-check --config cloud.toml
   cabinet-cloud settlement --config cloud.toml 1 --from 2026-09-01 --to 2026-10-01 --format csv
   cabinet-cloud keys --config cloud.toml
-  cabinet-cloud provision --config cloud.toml CAB-0001 --out ./CAB-0001 --broker-host mqtt.example.com --register
+  cabinet-cloud keys rotate --config cloud.toml --overlap 7d
+  cabinet-cloud provision --config cloud.toml CAB-0001 --out ./CAB-0001 --ca /mnt/fleet-ca --broker-host mqtt.example.com --register
 
 Without --config the defaults apply (SQLite file ./cloud.db); --database overrides the file's.
 """
@@ -94,9 +95,20 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "keys",
         parents=[common],
-        help="create (once) and show the cloud's signing key as the 'keyid:base64' line cabinets trust",
+        help="show (made once), rotate or retire the cloud's signing keys ('keyid:base64' lines cabinets trust)",
+    )
+    s.add_argument(
+        "action",
+        nargs="?",
+        choices=("show", "rotate", "retire"),
+        default="show",
+        help="show (default): print the lines a new cabinet trusts; rotate: make a new key, the"
+        " old one signs configs until the overlap ends; retire: end the overlap now",
     )
     s.add_argument("--data-dir", type=Path, help="the cloud's data directory (overrides cloud.data_dir)")
+    s.add_argument(
+        "--overlap", default="7d", help="rotate: how long the old key stays valid (e.g. 7d, 36h; default 7d)"
+    )
 
     s = sub.add_parser(
         "provision",
@@ -107,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="directory to write the cabinet's files into")
     s.add_argument("--data-dir", type=Path, help="the cloud's data directory (overrides cloud.data_dir)")
     s.add_argument("--ca", type=Path, help="fleet CA directory of deploy/pki.py (default DATA_DIR/pki)")
+    s.add_argument(
+        "--create-ca",
+        action="store_true",
+        help="create the fleet CA if there is none (its key then lives on this host: demos and tests only)",
+    )
     s.add_argument("--broker-host", default="mqtt.example.com", help="broker name the cabinet connects to")
     s.add_argument("--broker-port", type=int, default=8883)
     s.add_argument("--tls-dir", default="/etc/cabinet/tls", help="where the TLS files go on the cabinet")
@@ -233,11 +250,28 @@ def cmd_sweep(cfg: CloudConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_keys(cfg: CloudConfig, args: argparse.Namespace) -> int:
-    from cloud.fleet.keys import load_or_create_key
+    from cloud.fleet import keys
 
-    key = load_or_create_key(args.data_dir or cfg.data_dir)
-    print(f"signing key {key.key_id} in {key.path}; cabinets trust it as (sync.cloud_keys):", file=sys.stderr)
-    print(key.config_line)
+    data_dir = args.data_dir or cfg.data_dir
+    if args.action == "rotate":
+        overlap = keys.parse_duration(args.overlap)
+        old, new = keys.rotate(data_dir, overlap)
+        print(
+            f"new signing key {new}; {old} signs configs (announcing both) for {args.overlap}, then"
+            " is retired; running clouds re-sign every config now",
+            file=sys.stderr,
+        )
+    elif args.action == "retire":
+        gone = keys.retire(data_dir)
+        print(
+            f"retired {gone}" if gone else "no previous key in its overlap: nothing to retire",
+            file=sys.stderr,
+        )
+    key = keys.load_or_create_key(data_dir)
+    print(json.dumps(keys.describe(data_dir)), file=sys.stderr)
+    print(f"signing key {key.key_id} in {key.path}; a new cabinet trusts (sync.cloud_keys):", file=sys.stderr)
+    for line in key.config_lines:
+        print(line)
     return 0
 
 
@@ -249,6 +283,7 @@ def cmd_provision(cfg: CloudConfig, args: argparse.Namespace) -> int:
         args.out,
         args.data_dir or Path(cfg.data_dir),
         ca_dir=args.ca,
+        create_ca=args.create_ca,
         broker_host=args.broker_host,
         broker_port=args.broker_port,
         tls_dir=args.tls_dir,
@@ -267,6 +302,7 @@ def cmd_provision(cfg: CloudConfig, args: argparse.Namespace) -> int:
                 "ca": str(done.ca),
                 "bundle": str(done.bundle),
                 "cloud_key": done.cloud_key_line,
+                "cloud_keys": list(done.cloud_key_lines),
                 "registered": bool(args.register),
             },
             indent=2,

@@ -154,6 +154,8 @@ class ConfigBody:
 
     tariff: Tariff | None = None
     cloud_keys: Mapping[str, str] = field(default_factory=dict)
+    key_not_after: Mapping[str, float] = field(default_factory=dict)
+    retired_keys: tuple[str, ...] = ()
     revoked_passes: tuple[str, ...] = ()
     battery_deny_list: tuple[str, ...] = ()
     rentable_min_soc: int | None = None
@@ -170,6 +172,27 @@ class ConfigBody:
                 len(b64url_decode(b64, f"{w}.cloud_keys.{kid}")) == 32, f"{w}.cloud_keys.{kid}: not 32 bytes"
             )
         _set(self, "cloud_keys", keys)
+        if not isinstance(self.key_not_after, Mapping):
+            raise MalformedMessage(
+                f"{w}.key_not_after: expected a map, got {type(self.key_not_after).__name__}"
+            )
+        not_after = {
+            check_key_id(kid, f"{w}.key_not_after key"): as_number(t, f"{w}.key_not_after.{kid}")
+            for kid, t in self.key_not_after.items()
+        }
+        require(
+            set(not_after) <= set(keys),
+            f"{w}.key_not_after: names keys not in cloud_keys ({sorted(set(not_after) - set(keys))})",
+        )
+        _set(self, "key_not_after", not_after)
+        retired = as_text_tuple(self.retired_keys, f"{w}.retired_keys", 1000, 32)
+        for kid in retired:
+            check_key_id(kid, f"{w}.retired_keys")
+        require(
+            not set(retired) & set(keys),
+            f"{w}: keys both trusted and retired ({sorted(set(retired) & set(keys))})",
+        )
+        _set(self, "retired_keys", retired)
         _set(self, "revoked_passes", as_text_tuple(self.revoked_passes, f"{w}.revoked_passes"))
         _set(self, "battery_deny_list", as_text_tuple(self.battery_deny_list, f"{w}.battery_deny_list"))
         if self.rentable_min_soc is not None:
@@ -187,6 +210,10 @@ class ConfigBody:
         }
         if self.tariff is not None:
             d["tariff"] = self.tariff.to_wire()
+        if self.key_not_after:  # only when set: a config without rotation encodes as before
+            d["key_not_after"] = dict(self.key_not_after)
+        if self.retired_keys:
+            d["retired_keys"] = list(self.retired_keys)
         for n in ("rentable_min_soc", "power_budget_w", "min_protocol_version"):
             if getattr(self, n) is not None:
                 d[n] = getattr(self, n)
@@ -198,6 +225,8 @@ class ConfigBody:
         return cls(
             tariff=None if d.get("tariff") is None else Tariff.from_wire(d["tariff"]),
             cloud_keys=d.get("cloud_keys") or {},
+            key_not_after=d.get("key_not_after") or {},
+            retired_keys=tuple(as_list(d.get("retired_keys") or [], "cfg.body.retired_keys", 1000)),
             revoked_passes=tuple(as_list(d.get("revoked_passes") or [], "cfg.body.revoked_passes", 100_000)),
             battery_deny_list=tuple(
                 as_list(d.get("battery_deny_list") or [], "cfg.body.battery_deny_list", 100_000)

@@ -73,12 +73,34 @@ class SignedEnvelope:
         return cls(kid, payload, sig)
 
 
+@dataclass(frozen=True)
+class KeyAnnouncement:
+    """The key set a signed config announces (``ConfigBody.cloud_keys``, ``key_not_after``,
+    ``retired_keys``): the cabinet's next keyring, which it accepts only from a key it trusts now."""
+
+    cloud_keys: Mapping[str, str]
+    key_not_after: Mapping[str, float] = field(default_factory=dict)
+    retired_keys: tuple[str, ...] = ()
+
+
 class Signer:
-    """Signs commands, configs and passes with one private key (the cloud's)."""
+    """Signs commands, configs and passes with one private key (the cloud's).
+
+    A cloud with a rotating key set (``cloud.fleet.keys.KeyStoreSigner``) overrides
+    ``announcement`` and ``keys_changed_at``; this one announces just its own key.
+    """
 
     def __init__(self, private_key: Ed25519PrivateKey, key_id: str) -> None:
         self.private_key = private_key
         self.key_id = check_key_id(key_id, "signer key id")
+
+    def announcement(self, now: float) -> KeyAnnouncement:
+        """The key set the next config carries."""
+        return KeyAnnouncement({self.key_id: public_key_b64(self.public_key)})
+
+    def keys_changed_at(self, now: float) -> float:
+        """When the announced key set last changed: configs issued before it are out of date."""
+        return 0.0
 
     def sign(self, message: Command | Config | OfflinePass) -> bytes:
         """The signed envelope bytes to publish (commands, configs) or to encode as a pass."""
@@ -172,8 +194,10 @@ class Verifier:
         skew_s: float = DEFAULT_SKEW_S,
         window: int = DEFAULT_WINDOW,
         min_version: int = codec.MIN_PROTOCOL_VERSION,
+        key_not_after: Mapping[str, float] | None = None,
     ) -> None:
         self.keyring = dict(keyring)
+        self.key_not_after = dict(key_not_after or {})
         self.cabinet_id = cabinet_id
         self.replay_store = replay_store
         self.clock = clock
@@ -186,12 +210,19 @@ class Verifier:
         state = self.replay_store.get(stream) or ReplayState()
         return max(self.clock(), state.last_issued_at)
 
+    def key_now(self) -> float:
+        """The time a key's ``not_after`` is checked against: the floor of both streams."""
+        return max(self.now("cmd"), self.now("cfg"))
+
     def open(self, data: bytes, cls: type[M]) -> M:
         """Check the signature, version and kind, and parse; no addressing, expiry or replay checks."""
         env = SignedEnvelope.decode(data)
         key = self.keyring.get(env.key_id)
         if key is None:
             raise UnknownKey(f"signed by unknown key {env.key_id!r} (known: {sorted(self.keyring)})")
+        not_after = self.key_not_after.get(env.key_id)
+        if not_after is not None and self.key_now() > not_after + self.skew_s:
+            raise UnknownKey(f"signed by key {env.key_id!r}, whose overlap window ended at {not_after:.0f}")
         try:
             key.verify(env.signature, env.payload)
         except InvalidSignature:

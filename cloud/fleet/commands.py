@@ -31,7 +31,7 @@ from sync.commands import Command, CommandKind
 from sync.config import Config, ConfigBody, Tariff
 from sync.errors import ProtocolError
 from sync.passes import OfflinePass
-from sync.signing import Signer, public_key_b64
+from sync.signing import Signer
 
 
 class CommandRefused(ValueError):
@@ -248,10 +248,12 @@ class Signatures:
                 )
             ).scalars()
             revoked_ids = tuple(sorted(revoked))
-        signer = self.signer
+        keys = self.signer.announcement(self.clock())  # current key, and the previous one in an overlap
         return ConfigBody(
             tariff=tariff,
-            cloud_keys={signer.key_id: public_key_b64(signer.public_key)},
+            cloud_keys=keys.cloud_keys,
+            key_not_after=keys.key_not_after,
+            retired_keys=keys.retired_keys,
             revoked_passes=revoked_ids,
             battery_deny_list=tuple(s.get("battery_deny_list", ())),
             rentable_min_soc=s.get("rentable_min_soc"),
@@ -301,8 +303,10 @@ class Signatures:
         return [(r.cabinet_id, r.payload) for r in rows]
 
     def configs_due(self, margin_s: float) -> list[str]:
-        """Registered cabinets whose newest config is missing, unpublished, or expires within ``margin_s``."""
+        """Registered cabinets whose newest config is missing, unpublished, expires within ``margin_s``,
+        or predates the last change of the signing key set (a rotation, the end of its overlap)."""
         now = self.clock()
+        keys_changed = self.signer.keys_changed_at(now)
         with self.engine.connect() as conn:
             ids = conn.execute(select(cabinets.c.id)).scalars().all()
             due = []
@@ -313,7 +317,12 @@ class Signatures:
                     .order_by(config_versions.c.counter.desc())
                     .limit(1)
                 ).first()
-                if newest is None or newest.published_at is None or newest.expires_at - margin_s <= now:
+                if (
+                    newest is None
+                    or newest.published_at is None
+                    or newest.expires_at - margin_s <= now
+                    or newest.issued_at < keys_changed
+                ):
                     due.append(cab)
         return due
 

@@ -30,7 +30,7 @@ def test_provision_writes_a_config_the_cabinet_loads_a_client_certificate_and_a_
 ) -> None:
     data, out, db = tmp_path / "cloud", tmp_path / "CAB-0042", f"sqlite:///{tmp_path / 'c.db'}"
     argv = ["provision", "CAB-0042", "--out", str(out), "--data-dir", str(data), "--database", db,
-            "--broker-host", "mqtt.test", "--broker-port", "8884", "--register"]  # fmt: skip
+            "--broker-host", "mqtt.test", "--broker-port", "8884", "--register", "--create-ca"]  # fmt: skip
     assert main(argv) == 0
     capsys.readouterr()
     assert main(["keys", "--data-dir", str(data)]) == 0
@@ -61,3 +61,18 @@ def test_provision_writes_a_config_the_cabinet_loads_a_client_certificate_and_a_
 def test_provision_refuses_an_id_that_cannot_be_a_topic_level(tmp_path, capsys) -> None:
     assert main(["provision", "CAB/1", "--out", str(tmp_path / "x"), "--data-dir", str(tmp_path / "d")]) == 2
     assert "cabinet id" in capsys.readouterr().err
+
+
+def test_provision_never_creates_the_fleet_ca_unless_asked(tmp_path, capsys) -> None:
+    data, out = tmp_path / "cloud", tmp_path / "CAB-0043"
+    argv = ["provision", "CAB-0043", "--out", str(out), "--data-dir", str(data)]
+    assert main(argv) == 2  # before: a CA key was made in DATA_DIR/pki on the online host
+    assert "no fleet CA" in capsys.readouterr().err
+    assert not (data / "pki" / "ca.key").exists() and not (out / "cabinet.toml").exists()
+    from cloud.fleet.provision import load_pki
+
+    load_pki().Pki.init(tmp_path / "offline-ca")  # made on the provisioning station
+    assert main([*argv, "--ca", str(tmp_path / "offline-ca")]) == 0
+    assert not (data / "pki").exists()
+    ca = x509.load_pem_x509_certificate((tmp_path / "offline-ca" / "ca.pem").read_bytes())
+    x509.load_pem_x509_certificate((out / "tls" / "client.pem").read_bytes()).verify_directly_issued_by(ca)
