@@ -17,17 +17,25 @@ import sys
 
 from cabinet import config as cfg
 
+#: Exit status of a config error (EX_CONFIG): systemd does not restart on it (RestartPreventExitStatus).
+EX_CONFIG = 78
+
 
 def _config_cmd(args: argparse.Namespace) -> int:
     if args.action == "docs":
         sys.stdout.write(cfg.docs_markdown())
         return 0
     try:
-        c = cfg.load(args.file)
+        c = cfg.load_checked(args.file)  # the same checks as `cabinet run`
     except cfg.ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
-        return 2
+        return EX_CONFIG
     print(f"{args.file}: OK (cabinet {c['cabinet.id']}, {c['cabinet.slots']} slots)")
+    if c["web.enabled"] and c["web.tech_tls"] and cfg.tech_tls_files(c) is None:
+        print(
+            "note: no certificate for the technician HTTPS listener (sync.cert_file or web.tls_cert_file): "
+            f"the technician UI is served on {c['web.host']}:{c['web.port']} (loopback) only"
+        )
     return 0
 
 

@@ -7,12 +7,18 @@ is generated from :data:`KEYS` (``cabinet config docs``) and a test checks it is
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import os
 import re
+import ssl
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -32,6 +38,8 @@ class Key:
     item_type: type | None = None  # for list values
     required: bool = False
     secret: bool = False
+    #: a rule beyond type and bounds: returns why the value is wrong, or None
+    rule: Callable[[Any], str | None] | None = None
 
     @property
     def path(self) -> str:
@@ -39,6 +47,48 @@ class Key:
 
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _bus_url_problem(url: str) -> str | None:
+    """What is wrong with a ``bus.url`` (the same rule ``cabinet run`` applies), or None."""
+    if url.startswith("serial://"):
+        return None if url.removeprefix("serial://") else "names no serial device after serial://"
+    if url.startswith("tcp://"):
+        try:
+            u = urlsplit(url)
+            port = u.port
+        except ValueError as e:
+            return f"is not tcp://HOST:PORT ({e})"
+        if not u.hostname or not port or u.path not in ("", "/"):
+            return "is not tcp://HOST:PORT"
+        return None
+    return "must start with serial:// or tcp://"
+
+
+def _cloud_keys_problem(items: list[str]) -> str | None:
+    """Each bootstrap key must be 'keyid:base64' of an Ed25519 public key (as Trust loads them)."""
+    from sync.signing import keyring_from_b64
+
+    for i, item in enumerate(items):
+        key_id, sep, b64 = item.partition(":")
+        if not sep:
+            return f"entry {i} {item!r} must be 'keyid:base64'"
+        try:
+            keyring_from_b64({key_id: b64})
+        except Exception as e:  # MalformedMessage, ValueError from the key loader
+            return f"entry {i} {item!r} is not a usable key: {e}"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` is a loopback address (or ``localhost``): reachable only from the cabinet itself."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 KEYS: tuple[Key, ...] = (
     # --- cabinet ---
@@ -69,6 +119,7 @@ KEYS: tuple[Key, ...] = (
         str,
         "serial:///dev/ttyUSB0",
         "Slot board bus: serial://DEVICE (Modbus RTU) or tcp://HOST:PORT (Modbus TCP).",
+        rule=_bus_url_problem,
     ),
     Key("bus", "baudrate", int, 115200, "Serial baud rate (RTU only).", min=1200, max=921600),
     Key(
@@ -164,7 +215,15 @@ KEYS: tuple[Key, ...] = (
         max=10,
     ),
     # --- charging ---
-    Key("charging", "power_budget_w", float, 240.0, "Power the chargers may draw in total (the default charges 24 slots at once).", min=5, max=2000),
+    Key(
+        "charging",
+        "power_budget_w",
+        float,
+        240.0,
+        "Power the chargers may draw in total (the default charges 24 slots at once).",
+        min=5,
+        max=2000,
+    ),
     Key(
         "charging",
         "watts_per_slot",
@@ -202,6 +261,7 @@ KEYS: tuple[Key, ...] = (
         [],
         "Cloud Ed25519 public keys as 'keyid:base64' (bootstrap; later ones come in signed config).",
         item_type=str,
+        rule=_cloud_keys_problem,
     ),
     Key("sync", "batch_max_events", int, 200, "Events per batch sent to the cloud.", min=1, max=5000),
     Key("sync", "batch_max_bytes", int, 65536, "Bytes per batch sent to the cloud.", min=1024, max=1048576),
@@ -209,8 +269,40 @@ KEYS: tuple[Key, ...] = (
     Key("sync", "telemetry_interval_s", float, 30.0, "Seconds between telemetry messages.", min=1),
     # --- web ---
     Key("web", "enabled", bool, True, "Serve the kiosk page, the technician UI and the local JSON API."),
-    Key("web", "host", str, "0.0.0.0", "Address of the kiosk and technician web UI."),
-    Key("web", "port", int, 8080, "Port of the kiosk and technician web UI.", min=1, max=65535),
+    Key(
+        "web",
+        "host",
+        str,
+        "127.0.0.1",
+        "Address of the plain-HTTP listener (kiosk browser, `cabinet status`); must be loopback "
+        "unless web.tech_tls is false.",
+    ),
+    Key("web", "port", int, 8080, "Port of the plain-HTTP listener.", min=1, max=65535),
+    Key(
+        "web",
+        "tech_tls",
+        bool,
+        True,
+        "Serve the technician UI to the venue network over HTTPS (web.tech_host:web.tech_port) with "
+        "the cabinet's own certificate; false: plain HTTP on web.host (not recommended).",
+    ),
+    Key("web", "tech_host", str, "0.0.0.0", "Address of the HTTPS listener for technicians."),
+    Key("web", "tech_port", int, 8443, "Port of the HTTPS listener for technicians.", min=1, max=65535),
+    Key(
+        "web",
+        "tls_cert_file",
+        str,
+        "",
+        "Certificate of the HTTPS listener; empty: sync.cert_file (the cabinet's own, from provisioning).",
+    ),
+    Key(
+        "web",
+        "tls_key_file",
+        str,
+        "",
+        "Key of the HTTPS listener; empty: sync.key_file.",
+        secret=True,
+    ),
     Key("web", "session_idle_s", float, 900.0, "Technician session idle timeout.", min=30),
     Key("web", "session_max_s", float, 28800.0, "Technician session absolute timeout.", min=60),
     # --- kiosk ---
@@ -329,6 +421,10 @@ def _check(key: Key, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {key.path} = {value!r} is above the maximum {key.max:g}")
     if key.choices is not None and value not in key.choices:
         raise ConfigError(f"{where}: {key.path} = {value!r} is not one of {', '.join(key.choices)}")
+    if key.rule is not None:
+        why = key.rule(value)
+        if why:
+            raise ConfigError(f"{where}: {key.path} = {value!r} {why}")
     return value
 
 
@@ -370,7 +466,129 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
         got = values["locks"][pins]
         if got and len(got) != n:
             raise ConfigError(f"{source}: locks.{pins} lists {len(got)} pins but cabinet.slots is {n}")
+    web = values["web"]
+    if web["enabled"] and web["tech_tls"]:
+        if not is_loopback(web["host"]):
+            raise ConfigError(
+                f"{source}: web.host = {web['host']!r} is not a loopback address: plain HTTP is served "
+                "only to the cabinet itself (technicians use web.tech_host over HTTPS; "
+                "web.tech_tls = false to serve plain HTTP on the network)"
+            )
+        if web["tech_port"] == web["port"]:
+            raise ConfigError(
+                f"{source}: web.tech_port = {web['tech_port']} is also web.port: the HTTPS and the "
+                "plain-HTTP listener need different ports"
+            )
     return Config(values, source)
+
+
+def tech_tls_files(c: Config) -> tuple[str, str] | None:
+    """(certificate, key) of the technician HTTPS listener, or None when it does not run.
+
+    It runs when the web UI is on, ``web.tech_tls`` is true and a certificate is configured
+    (``web.tls_cert_file``, else the cabinet's own ``sync.cert_file``). Without one the
+    technician UI is served on loopback only: never plain HTTP on the network.
+    """
+    if not (c["web.enabled"] and c["web.tech_tls"]):
+        return None
+    cert = c["web.tls_cert_file"] or c["sync.cert_file"]
+    key = c["web.tls_key_file"] or c["sync.key_file"]
+    return (cert, key) if cert and key else None
+
+
+def pin_factory_problem(name: str) -> str | None:
+    """Why the gpiozero pin factory ``name`` cannot be loaded here, or None (imports its module,
+    as ``cabinet run`` does, without opening any device)."""
+    if name == "mock":
+        return None
+    found = entry_points(group="gpiozero_pin_factories", name=name)
+    if not found:
+        return "names no gpiozero pin factory installed on this machine"
+    try:
+        next(iter(found)).load()
+    except ImportError as e:
+        return f"cannot be loaded on this machine: {e}"
+    return None
+
+
+def _file_problem(path: str) -> str | None:
+    p = Path(path)
+    if not p.is_file():
+        return "does not exist or is not a file"
+    if not os.access(p, os.R_OK):
+        return "is not readable by this user"
+    return None
+
+
+def check_environment(c: Config) -> None:
+    """The checks of ``c`` against this machine that ``cabinet run`` would otherwise fail at
+    start-up: files that must exist and load, the pin factory, the data directory.
+
+    ``cabinet config check`` and ``cabinet run`` both call it, so the check refuses exactly
+    what the run would refuse (exit 78, one line).
+    """
+    where = c.source
+
+    def fail(path: str, why: str) -> None:
+        raise ConfigError(f"{where}: {path} = {c[path]!r} {why}")
+
+    why = pin_factory_problem(c["locks.pin_factory"])
+    if why:
+        fail("locks.pin_factory", why)
+    d = c.data_dir
+    existing = next((p for p in (d, *d.parents) if p.exists()), None)
+    if d.exists() and not d.is_dir():
+        fail("cabinet.data_dir", "is not a directory")
+    if existing is None or not os.access(existing, os.W_OK | os.X_OK):
+        fail("cabinet.data_dir", f"cannot be written by this user ({existing})")
+    if c["health.model_path"] and (why := _file_problem(c["health.model_path"])):
+        fail("health.model_path", why)
+    if c["sync.enabled"] and c["sync.tls"]:
+        for path in ("sync.ca_file", "sync.cert_file", "sync.key_file"):
+            if c[path] and (why := _file_problem(c[path])):
+                fail(path, why)
+        if bool(c["sync.cert_file"]) != bool(c["sync.key_file"]):
+            fail("sync.cert_file", "needs sync.key_file as well (both or neither)")
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        try:
+            if c["sync.ca_file"]:
+                ctx.load_verify_locations(c["sync.ca_file"])
+        except (ssl.SSLError, OSError) as e:
+            fail("sync.ca_file", f"is not a usable CA certificate: {e}")
+        try:
+            if c["sync.cert_file"]:
+                ctx.load_cert_chain(c["sync.cert_file"], c["sync.key_file"])
+        except (ssl.SSLError, OSError) as e:
+            fail("sync.cert_file", f"and sync.key_file are not a usable certificate and key: {e}")
+    files = tech_tls_files(c)
+    if files is not None:
+        cert_key = "web.tls_cert_file" if c["web.tls_cert_file"] else "sync.cert_file"
+        key_key = "web.tls_key_file" if c["web.tls_key_file"] else "sync.key_file"
+        for path in (cert_key, key_key):
+            if why := _file_problem(c[path]):
+                fail(path, why)
+        try:
+            tech_tls_context(c)
+        except (ssl.SSLError, OSError) as e:
+            fail(cert_key, f"and {key_key} do not load as the HTTPS listener's certificate and key: {e}")
+
+
+def tech_tls_context(c: Config) -> ssl.SSLContext | None:
+    """The server-side TLS context of the technician HTTPS listener (None when it does not run)."""
+    files = tech_tls_files(c)
+    if files is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(*files)
+    return ctx
+
+
+def load_checked(path: str | Path) -> Config:
+    """:func:`load` plus :func:`check_environment`: what ``cabinet run`` and ``config check`` use."""
+    c = load(path)
+    check_environment(c)
+    return c
 
 
 def load(path: str | Path) -> Config:

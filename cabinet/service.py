@@ -43,12 +43,12 @@ def bus_boards(slots: int, per_board: int) -> list[tuple[int, int]]:
 
 
 def bus_port(url: str) -> str:
-    """The driver's port string for a ``serial://DEV`` or ``tcp://HOST:PORT`` bus url."""
+    """The driver's port string for a ``serial://DEV`` or ``tcp://HOST:PORT`` bus url
+    (checked by the config layer's rule for ``bus.url``)."""
+    cfg.check_value("bus.url", url, "bus")
     if url.startswith("serial://"):
         return url.removeprefix("serial://")
-    if url.startswith("tcp://"):
-        return "socket://" + url.removeprefix("tcp://")
-    raise cfg.ConfigError(f"bus.url {url!r} must start with serial:// or tcp://")
+    return "socket://" + url.removeprefix("tcp://")
 
 
 def pin_factory(name: str) -> Any:
@@ -57,12 +57,10 @@ def pin_factory(name: str) -> Any:
         from gpiozero.pins.mock import MockFactory
 
         return MockFactory()
-    found = entry_points(group="gpiozero_pin_factories", name=name)
-    if not found:
-        raise cfg.ConfigError(
-            f"locks.pin_factory {name!r}: no gpiozero pin factory of that name is installed"
-        )
-    return next(iter(found)).load()()
+    why = cfg.pin_factory_problem(name)
+    if why:
+        raise cfg.ConfigError(f"locks.pin_factory = {name!r} {why}")
+    return next(iter(entry_points(group="gpiozero_pin_factories", name=name))).load()()
 
 
 def to_observation(r: Any) -> Observation:
@@ -106,6 +104,7 @@ class Cabinet:
     ledger_problem: str | None = None
     bus: Any = None
     locks: Any = None
+    pin_factory: Any = None
     controller: Controller | None = None
     telemetry: TelemetryStore | None = None
     backups: Backups | None = None
@@ -126,6 +125,7 @@ class Cabinet:
     hw_clock: HardwareClock = field(default_factory=HardwareClock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     exit_code: int = 0
+    _closed: bool = False  # stop() closed the devices and the ledger (a second stop() does nothing)
     _unwritable_logged_at: float = -1e9
     exit_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -136,6 +136,17 @@ class Cabinet:
         self.exit_requested.set()
 
     async def start(self) -> None:
+        """Open and start every part; if one fails, close what was opened (ledger lock, bus,
+        GPIO link, web listeners) before the error goes on, so a retry starts clean."""
+        try:
+            await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        self._closed = False
         c = self.config
         c.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -158,13 +169,20 @@ class Cabinet:
         )
         await self.bus.start()
         # a pin factory may block while it connects (the simulator's link): keep it off the loop
-        factory = await asyncio.to_thread(pin_factory, c["locks.pin_factory"])
-        self.locks = LockBank(
-            c["locks.lock_pins"] or [f"LOCK{i}" for i in range(1, n + 1)],
-            c["locks.seat_pins"] or [f"SEAT{i}" for i in range(1, n + 1)],
-            pin_factory=factory,
-            pulse_s=c["locks.pulse_s"],
-        )
+        self.pin_factory = await asyncio.to_thread(pin_factory, c["locks.pin_factory"])
+        from gpiozero.exc import PinInvalidPin
+
+        try:
+            self.locks = LockBank(
+                c["locks.lock_pins"] or [f"LOCK{i}" for i in range(1, n + 1)],
+                c["locks.seat_pins"] or [f"SEAT{i}" for i in range(1, n + 1)],
+                pin_factory=self.pin_factory,
+                pulse_s=c["locks.pulse_s"],
+            )
+        except PinInvalidPin as e:  # a pin name only the factory itself can judge
+            raise cfg.ConfigError(
+                f"{c.source}: locks.lock_pins / locks.seat_pins: {e} (pin factory {c['locks.pin_factory']})"
+            ) from e
         self.locks.start()
         self.telemetry = TelemetryStore(c.data_dir / "telemetry.db")
         if self.ledger is not None:
@@ -299,22 +317,39 @@ class Cabinet:
         }
 
     async def stop(self) -> None:
+        """Stop every part in reverse order; safe to call again, and after a failed start.
+
+        Each part is closed even if an earlier one fails to stop (logged), so the ledger's
+        lock and the devices are always released."""
         if self.watchdog:
             await self.watchdog.stop()
+            self.watchdog = None
         for part in reversed(self.extras):
             with contextlib.suppress(Exception):
                 await part.stop()
+        self.extras = []
         await cancel_and_wait(self._tasks)
-        if self.controller:
-            await self.controller.stop()
-        if self.bus:
-            await self.bus.close()
-        if self.locks:
-            self.locks.close()
-        if self.telemetry:
-            self.telemetry.close()
-        if self.ledger:
-            await self.ledger.close()
+        closers: list[tuple[str, Any]] = [
+            ("controller", self.controller.stop if self.controller else None),
+            ("bus", self.bus.close if self.bus else None),
+            ("locks", self.locks.close if self.locks else None),
+            # the simulator's GPIO link, lgpio's chip handle
+            ("pin factory", self.pin_factory.close if self.pin_factory is not None else None),
+            ("telemetry", self.telemetry.close if self.telemetry else None),
+            ("ledger", self.ledger.close if self.ledger else None),
+        ]
+        if self._closed:
+            return
+        self._closed = True
+        for name, close in closers:
+            if close is None:
+                continue
+            try:
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("stopping the %s failed", name)
 
 
 async def run(config: cfg.Config) -> int:
@@ -323,7 +358,7 @@ async def run(config: cfg.Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, cab.exit_requested.set)
-    await cab.start()
+    await cab.start()  # closes what it opened if it fails
     try:
         await cab.exit_requested.wait()
     finally:
@@ -337,8 +372,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = cfg.load(Path(args.config))
-    except cfg.ConfigError as e:
+        # the same checks as `cabinet config check`: a bad value stops here, before anything opens
+        config = cfg.load_checked(Path(args.config))
+        return asyncio.run(run(config))
+    except cfg.ConfigError as e:  # also one found while starting (e.g. a pin the factory refuses)
         log.error("config error: %s", e)
         return EX_CONFIG
-    return asyncio.run(run(config))
