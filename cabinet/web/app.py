@@ -1,6 +1,10 @@
 """WebUI: the cabinet part that serves the kiosk, the technician UI and the local JSON API.
 
-One aiohttp application on ``web.host:web.port``. Who may call what:
+One aiohttp application on two listeners: plain HTTP on ``web.host:web.port`` (loopback: the
+kiosk browser, ``cabinet status``) and, for technicians on the venue network, HTTPS on
+``web.tech_host:web.tech_port`` with the cabinet's own certificate (``web.tech_tls``; see
+``cabinet.config.tech_tls_files``). Plain HTTP never leaves the cabinet unless
+``web.tech_tls = false``. Who may call what:
 
 - ``/kiosk`` and ``/static``: anybody (the page itself holds nothing secret);
 - read API (``/api/slots`` ...), ``/api/scan`` and the live stream: the cabinet itself
@@ -16,12 +20,15 @@ import contextlib
 import errno
 import hashlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from cabinet import config as cfg
 
 from . import api, kiosk, pages, tech
 from .auth import Credentials, Sessions, SetupCode, Throttle
@@ -58,6 +65,8 @@ class WebUI:
         self.cab = cab
         c = cab.config
         self.host, self.port = c["web.host"], c["web.port"]
+        self.tech_host, self.tech_port = c["web.tech_host"], c["web.tech_port"]
+        self.tls = cfg.tech_tls_context(c)  # None: no HTTPS listener (technicians on loopback only)
         self.credentials = Credentials(c.data_dir)
         self.sessions = Sessions(c["web.session_idle_s"], c["web.session_max_s"], clock)
         self.throttle = throttle or Throttle(clock=clock)
@@ -69,6 +78,7 @@ class WebUI:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.bound_port: int | None = None
+        self.tech_bound_port: int | None = None  # the HTTPS listener's port once it listens
 
     # ---- life cycle ------------------------------------------------------------------
 
@@ -78,16 +88,25 @@ class WebUI:
             self.setup = SetupCode()
             # The one way in on a fresh cabinet: the code is only in the log and the console.
             log.warning(
-                "technician setup code: %s (one-time: enter it at http://<this cabinet>:%d/tech/login "
+                "technician setup code: %s (one-time: enter it at %s/tech/login "
                 "to set the first technician password)",
                 self.setup.code,
-                self.port,
+                f"https://<this cabinet>:{self.tech_port}" if self.tls else f"http://{self.host}:{self.port}",
             )
         if self.cab.controller is not None:
             self.cab.controller.listeners.append(self.hub.on_domain)
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         self._tasks.append(asyncio.create_task(self._listen(), name="web-listen"))
+        if self.tls is not None:
+            self._tasks.append(asyncio.create_task(self._listen_tls(), name="web-listen-tls"))
+        elif self.cab.config["web.tech_tls"]:
+            log.warning(
+                "no certificate for the technician HTTPS listener (sync.cert_file / web.tls_cert_file): "
+                "the technician UI is served on %s:%d only",
+                self.host,
+                self.port,
+            )
         self._tasks.append(
             asyncio.create_task(
                 publish_loop(self.hub, lambda: slots_view(self.cab), lambda: health_view(self.cab)),
@@ -96,19 +115,29 @@ class WebUI:
         )
 
     async def _listen(self) -> None:
+        """The plain-HTTP listener (loopback unless ``web.tech_tls = false``)."""
+        self.bound_port = await self._bind(self.host, self.port, None)
+
+    async def _listen_tls(self) -> None:
+        """The technicians' HTTPS listener."""
+        self.tech_bound_port = await self._bind(self.tech_host, self.tech_port, self.tls)
+
+    async def _bind(self, host: str, port: int, tls: ssl.SSLContext | None) -> int:
         """Bind the port; if it is taken, say so and keep trying (renting goes on without the UI)."""
+        scheme = "https" if tls else "http"
         delay = 1.0
         while True:
-            site = web.TCPSite(self._runner, self.host, self.port)  # type: ignore[arg-type]
+            site = web.TCPSite(self._runner, host, port, ssl_context=tls)  # type: ignore[arg-type]
             try:
                 await site.start()
             except OSError as e:
                 level = logging.ERROR if e.errno == errno.EADDRINUSE else logging.CRITICAL
                 log.log(
                     level,
-                    "web UI cannot listen on %s:%d: %s (retrying in %.0f s)",
-                    self.host,
-                    self.port,
+                    "web UI cannot listen on %s://%s:%d: %s (retrying in %.0f s)",
+                    scheme,
+                    host,
+                    port,
                     e.strerror,
                     delay,
                 )
@@ -117,9 +146,10 @@ class WebUI:
                 continue
             server = getattr(site, "_server", None)
             socks = getattr(server, "sockets", None) or []
-            self.bound_port = socks[0].getsockname()[1] if socks else self.port
-            log.info("web UI on http://%s:%d/ (kiosk /kiosk, technician /tech)", self.host, self.bound_port)
-            return
+            bound = socks[0].getsockname()[1] if socks else port
+            what = "technician UI /tech" if tls else "kiosk /kiosk, local API"
+            log.info("web UI on %s://%s:%d/ (%s)", scheme, host, bound, what)
+            return bound
 
     async def stop(self) -> None:
         if self.cab.controller is not None and self.hub.on_domain in self.cab.controller.listeners:

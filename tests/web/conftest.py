@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.util
 import os
 import re
 import shutil
+import ssl
 import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +24,50 @@ from tests.cabinet.conftest import Rig, cloud_keys, make_rig, rig  # noqa: F401 
 from tests.conftest import free_port
 
 PASSWORD = "correct horse battery"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class TestPki:
+    """A fleet CA and the test cabinet's certificate, issued by deploy/pki.py as provisioning does."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts only the test CA (the cabinet is reached by address, so
+        the name is not checked; the chain and the certificate's purpose are)."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        ctx.check_hostname = False
+        return ctx
+
+
+@functools.cache
+def test_pki(cabinet_id: str = "CAB-T1") -> TestPki:
+    spec = importlib.util.spec_from_file_location("deploy_pki", REPO / "deploy" / "pki.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("deploy_pki", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    root = Path(tempfile.mkdtemp(prefix="cabinet-web-pki-")) / "ca"
+    ca = module.Pki.init(root)
+    issued = ca.issue_cabinet(cabinet_id)
+    return TestPki(issued.ca, issued.cert, issued.key)
+
+
+test_pki.__test__ = False  # type: ignore[attr-defined]  (not a test, despite its name)
+TestPki.__test__ = False  # type: ignore[attr-defined]
 
 
 @dataclass
 class Web:
-    """The rig plus its web address and the WebUI part."""
+    """The rig plus its web addresses (plain HTTP on loopback, the technicians' HTTPS) and the WebUI part."""
 
     rig: Rig
     url: str
+    tech_url: str = ""
+    pki: TestPki | None = None
 
     @property
     def ui(self) -> Any:
@@ -37,12 +78,23 @@ class Web:
         return self.ui.setup.code
 
     def client(self) -> aiohttp.ClientSession:
+        """A client of the plain-HTTP loopback listener (what the kiosk browser uses)."""
         # unsafe=True: keep cookies from an IP address host (127.0.0.1)
         return aiohttp.ClientSession(self.url, cookie_jar=aiohttp.CookieJar(unsafe=True))
 
+    def tech_client(self) -> aiohttp.ClientSession:
+        """A client of the technicians' HTTPS listener, trusting the test fleet CA."""
+        assert self.pki is not None and self.tech_url, "this web UI has no HTTPS listener"
+        return aiohttp.ClientSession(
+            self.tech_url,
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(ssl=self.pki.client_context()),
+        )
+
     async def technician(self, user: str = "ana") -> tuple[aiohttp.ClientSession, str]:
-        """A logged-in client (the first technician, set up with the setup code) and its CSRF token."""
-        s = self.client()
+        """A logged-in client (the first technician, set up with the setup code) and its CSRF token,
+        over HTTPS as a technician's laptop would be."""
+        s = self.tech_client() if self.tech_url else self.client()
         if self.ui.credentials.exists():
             r = await s.post("/api/tech/login", json={"user": user, "password": PASSWORD})
         else:
@@ -57,13 +109,28 @@ _STARTED: list[Rig] = []
 
 
 async def start_web(make_rig: Any, **over: Any) -> Web:  # noqa: F811
-    port = free_port()
+    """A rig with its web UI: plain HTTP on loopback and the technicians' HTTPS listener with
+    the test cabinet certificate (``web={"tech_tls": False}`` for none)."""
+    port, tech_port = free_port(), free_port()
+    pki = test_pki()
     over.setdefault("web", {})
-    over["web"] = {"enabled": True, "host": "127.0.0.1", "port": port, **over["web"]}
+    over["web"] = {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": port,
+        "tech_host": "127.0.0.1",
+        "tech_port": tech_port,
+        "tls_cert_file": str(pki.cert_file),
+        "tls_key_file": str(pki.key_file),
+        **over["web"],
+    }
     rig = await make_rig(**over)  # noqa: F811
     _STARTED.append(rig)
     await rig.until(lambda: rig.cab.web.bound_port, what="the web UI to listen")
-    return Web(rig, f"http://127.0.0.1:{port}")
+    if rig.cab.web.tls is None:
+        return Web(rig, f"http://127.0.0.1:{port}")
+    await rig.until(lambda: rig.cab.web.tech_bound_port, what="the HTTPS listener")
+    return Web(rig, f"http://127.0.0.1:{port}", f"https://127.0.0.1:{tech_port}", pki)
 
 
 @pytest.fixture(autouse=True)
