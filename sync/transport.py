@@ -166,6 +166,11 @@ class MqttTransport:
         self._down: asyncio.Event | None = None
         self._pending: dict[int, tuple[asyncio.Future[None], str]] = {}
         self._sub_pending: dict[int, tuple[asyncio.Future[None], str]] = {}
+        self._connect_subs: dict[int, str] = {}  # mid -> filter of the subscriptions sent on connect
+        self.refused_subscriptions: dict[str, str] = {}
+        """Filters the broker refused in its SUBACK (0x80, 0x87, ...) -> its reason; each refusal is
+        also logged as an error. A refused subscription delivers nothing, so it must not pass
+        silently (issue 11.5); ``subscribe()`` raises ``Refused`` for one it waits for."""
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -380,8 +385,13 @@ class MqttTransport:
         with self._lock:
             self._connected_since = time.monotonic()
             subs = list(self._subs.items())
+        sent: dict[int, str] = {}
         for topic_filter, qos in subs:  # before anything else goes out on the new connection
-            client.subscribe(topic_filter, qos)
+            rc, mid = client.subscribe(topic_filter, qos)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                sent[mid] = topic_filter
+        # posted before any SUBACK callback can be (the SUBACKs are read by this thread, later)
+        self._post(self._connect_subs.update, sent)
         self._post(self._mark_up, bool(flags.session_present))
 
     def _on_connect_fail(self, client: paho.Client, _u: Any) -> None:
@@ -398,7 +408,7 @@ class MqttTransport:
         self._post(self._published, mid, reason.is_failure, str(reason))
 
     def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, reasons: list[ReasonCode], _p: Any) -> None:
-        self._post(self._subscribed, mid, [str(r) for r in reasons if r.is_failure])
+        self._post(self._subscribed, mid, [f"{r} (0x{r.value:02x})" for r in reasons if r.is_failure])
 
     def _on_message(self, _c: paho.Client, _u: Any, m: paho.MQTTMessage) -> None:
         self._post(self._received, Message(m.topic, bytes(m.payload), m.qos, bool(m.retain)))
@@ -429,6 +439,7 @@ class MqttTransport:
         was_up = self._up.is_set()
         self._up.clear()
         self._down.set()
+        self._connect_subs.clear()  # no SUBACK of the lost connection can come any more
         for fut, topic in list(self._pending.values()):
             if not fut.done():
                 fut.set_exception(ConnectionLost(f"publish to {topic}: link lost before PUBACK ({reason})"))
@@ -450,8 +461,16 @@ class MqttTransport:
 
     def _subscribed(self, mid: int, failures: list[str]) -> None:
         entry = self._sub_pending.get(mid)
+        topic_filter = self._connect_subs.pop(mid, None) or (entry[1] if entry else None)
         if failures:
-            log.error("mqtt %s: subscription refused: %s", self._where(), ", ".join(failures))
+            reason = ", ".join(failures)
+            name = topic_filter or f"message id {mid}"
+            self.last_error = f"subscription to {name} refused: {reason}"
+            log.error("mqtt %s: subscription to %s refused by the broker: %s", self._where(), name, reason)
+            if topic_filter is not None:
+                self.refused_subscriptions[topic_filter] = reason
+        elif topic_filter is not None:
+            self.refused_subscriptions.pop(topic_filter, None)
         if entry is None or entry[0].done():
             return
         fut, topic = entry
