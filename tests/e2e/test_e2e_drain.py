@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy import select
 
 from cabinet.controller import RentRequest
+from cloud.db import passes
 from tests.e2e.conftest import CABINET, until
 
 
@@ -19,8 +21,10 @@ async def offline_work(site, cloud, n_records: int, *, pass_id: str) -> str:
     for i in range(n_records):
         await site.ledger.record("tech_action", technician="t-7", action="inspect", detail=f"round {i}")
     rental = f"R-offline-{pass_id}"
+    with cloud.ctx.engine.connect() as conn:  # the pass's own user, as a real scan names (issue 11.2)
+        user = str(conn.execute(select(passes.c.user_id).where(passes.c.pass_id == pass_id)).scalar_one())
     task = asyncio.create_task(
-        site.cab.controller.rent(RentRequest(rental, "pass", user="u", pass_id=pass_id))
+        site.cab.controller.rent(RentRequest(rental, "pass", user=user, pass_id=pass_id))
     )
     await until(lambda: site.sim.cabinet.slot(1).presented, what="slot 1 to present its pack")
     site.sim.cabinet.take(1)
