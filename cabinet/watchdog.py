@@ -57,13 +57,18 @@ class Watchdog:
         self.interval = watchdog_interval() if interval is None else interval
         self.max_loop_lag_s = max_loop_lag_s
         self.last_problem: str | None = None
+        self.rounds = 0  # checks done so far (tests wait on it instead of sleeping)
         self._task: asyncio.Task[None] | None = None
 
     def problem(self, lag_s: float) -> str | None:
         if lag_s > self.max_loop_lag_s:
             return f"event loop stalled for {lag_s:.1f} s"
         for check in self.checks:
-            reason = check()
+            try:
+                reason = check()
+            except Exception as e:  # a broken check is a problem, never the end of the watchdog
+                log.exception("watchdog: health check %r failed", check)
+                return f"health check failed: {type(e).__name__}: {e}"
             if reason:
                 return reason
         return None
@@ -75,12 +80,19 @@ class Watchdog:
             await asyncio.sleep(self.interval)
             lag = time.monotonic() - t0 - self.interval
             problem = self.problem(lag)
-            if problem != self.last_problem and problem:
-                log.error("watchdog: not pinging systemd: %s", problem)
-                notify(f"STATUS=unhealthy: {problem}")
+            self.rounds += 1
+            try:
+                if problem != self.last_problem and problem:
+                    log.error("watchdog: not pinging systemd: %s", problem)
+                    notify(f"STATUS=unhealthy: {problem}")
+                elif problem is None and self.last_problem:
+                    log.warning("watchdog: healthy again (was: %s)", self.last_problem)
+                    notify("STATUS=running")
+                if problem is None:
+                    notify("WATCHDOG=1")
+            except OSError as e:  # systemd's socket went away: keep going, the next round retries
+                log.error("watchdog: cannot notify systemd: %s", e)
             self.last_problem = problem
-            if problem is None:
-                notify("WATCHDOG=1")
 
     async def start(self) -> None:
         notify("READY=1")
@@ -91,3 +103,5 @@ class Watchdog:
         notify("STOPPING=1")
         if self._task:
             self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
