@@ -131,6 +131,7 @@ class Stack:
                 f'[cloud]\ndatabase = "{self.url}"\nport = {port}\ndata_dir = "{data}"\n'
                 f'broker_host = "127.0.0.1"\nbroker_port = {self.broker_port}\nmqtt_tls = false\n'
                 f'mqtt_client_id = "bench-cloud-{i}"\nscrypt_n = 1024\nlogin_max_failures_ip = 100000\n'
+                f'mode = "sandbox"\nsignup_max_per_ip = 100000\n'
             )
         subprocess.run([str(BIN / "cabinet-cloud"), "create-user", "--config", str(self.work / "cloud0.toml"),
                         "ops@bench.invalid", "--operator", "--password-stdin"], input=b"operator password\n",

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sync.topics import CABINET_ID_PATTERN
+
 
 @dataclass(frozen=True)
 class Route:
@@ -53,7 +55,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/users", "register", "Register a renter account", auth=None, ok=201,
           body=obj(["email", "password"], email=STR, password={"type": "string", "minLength": 1, "maxLength": 1024},
                    name={"type": ["string", "null"], "maxLength": 200}),
-          responses={409: "email already registered"}),
+          responses={409: "email already registered", 429: "too many sign-ups from this address (see Retry-After)"}),
     Route("POST", "/api/login", "login", "Log in; returns a bearer token", auth=None,
           body=obj(["email", "password"], email=STR, password={"type": "string", "minLength": 1, "maxLength": 1024}),
           responses={401: "wrong email or password", 429: "too many failed logins (see Retry-After)"}),
@@ -91,7 +93,7 @@ ROUTES: tuple[Route, ...] = (
           body=obj(["name", "tariff"], name=STR, merchant_id={"type": ["integer", "null"]}, default={"type": "boolean"},
                    tariff=TARIFF)),
     Route("POST", "/api/cabinets", "create_cabinet", "Register a cabinet at a venue", auth="operator", ok=201,
-          body=obj(["id"], id={"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+          body=obj(["id"], id={"type": "string", "pattern": CABINET_ID_PATTERN},
                    venue_id={"type": ["integer", "null"]}, tariff_id={"type": ["integer", "null"]},
                    name={"type": ["string", "null"], "maxLength": 200})),
     Route("GET", "/api/rentals/{rental_id}", "get_rental", "One rental with its money fields", auth="operator"),

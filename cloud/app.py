@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import re
@@ -54,6 +55,7 @@ from cloud.users import (
     LoginFailed,
     LoginThrottled,
     NotAuthenticated,
+    SignupThrottled,
     User,
     UserError,
 )
@@ -101,7 +103,10 @@ class CloudContext:
             max_failures_ip=config.login_max_failures_ip,
             window_s=config.login_window_s,
             scrypt_n=config.scrypt_n,
+            max_signups_ip=config.signup_max_per_ip,
+            signup_window_s=config.signup_window_s,
         )
+        self.trusted_proxies = tuple(ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies)
         self.signatures = Signatures(self.engine, self.rentals, lambda: self.signer, clock)
         self.fleet: FleetLink | None = None
         if config.broker_host:
@@ -235,6 +240,8 @@ def _to_api_error(e: Exception) -> ApiError | None:
     match e:
         case ApiError():
             return e
+        case SignupThrottled():
+            return ApiError(429, "signup_throttled", str(e), {"Retry-After": str(e.retry_after_s)})
         case LoginThrottled():
             return ApiError(429, "login_throttled", str(e), {"Retry-After": str(e.retry_after_s)})
         case LoginFailed():
@@ -326,6 +333,35 @@ def _wrap(route: Route, fn: Callable) -> Callable:
         return await fn(request, user, body)
 
     return handler
+
+
+def client_address(
+    request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> str:
+    """The client's IP for throttling: the peer, or, behind configured proxies, from ``X-Forwarded-For``.
+
+    Only a peer inside ``trusted`` (``cloud.trusted_proxies``) is believed. Its header is read
+    from the right, skipping the trusted proxies' own hops; the first other address is the client.
+    Anything to its left was written by the client and is never believed. An entry that is not
+    an address ends the walk at the last hop a trusted proxy vouched for.
+    """
+    peer = request.remote or "unknown"
+    try:
+        hop = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if not any(hop in net for net in trusted):
+        return str(hop)
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
+    for entry in reversed([e.strip() for e in forwarded.split(",") if e.strip()]):
+        try:
+            addr = ipaddress.ip_address(entry)
+        except ValueError:
+            break
+        hop = addr
+        if not any(addr in net for net in trusted):
+            break
+    return str(hop)
 
 
 _PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]{1,512}")
@@ -451,13 +487,14 @@ class _Handlers(FleetHandlers):
         return _json(openapi())
 
     async def register(self, request: web.Request, user: None, body: dict) -> web.Response:
+        ip = client_address(request, self.ctx.trusted_proxies)
         u = await asyncio.to_thread(
-            self.ctx.accounts.register, body["email"], body["password"], body.get("name")
+            self.ctx.accounts.register, body["email"], body["password"], body.get("name"), ip=ip
         )
         return _json(_user_json(u), 201)
 
     async def login(self, request: web.Request, user: None, body: dict) -> web.Response:
-        ip = request.remote or "unknown"
+        ip = client_address(request, self.ctx.trusted_proxies)
         s = await asyncio.to_thread(self.ctx.accounts.login, body["email"], body["password"], ip)
         return _json({"token": s.token, "expires_at": s.expires_at, "user": _user_json(s.user)})
 

@@ -171,6 +171,7 @@ def cmd_serve(cfg: CloudConfig, args: argparse.Namespace) -> int:
 
     from cloud.app import create_app
 
+    cfg.check_startable()  # a ConfigError: one line on stderr, exit 2 like every config error
     app = create_app(cfg)
     web.run_app(
         app, host=args.host or cfg.host, port=args.port or cfg.port, print=lambda s: print(s, flush=True)

@@ -6,10 +6,15 @@ silently falls back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+MODES = ("production", "sandbox", "demo")
+DEFAULT_WEBHOOK_SECRET = "sandbox-webhook-secret"
+"""Public (it is in this repository): ``check_startable`` refuses it outside sandbox and demo mode."""
 
 
 class ConfigError(ValueError):
@@ -30,7 +35,7 @@ class CloudConfig:
         default="sandbox", metadata={"help": "payment provider name (only 'sandbox' built in)"}
     )
     webhook_secret: str = field(
-        default="sandbox-webhook-secret",
+        default="sandbox-webhook-secret",  # DEFAULT_WEBHOOK_SECRET; refused at start in production mode
         metadata={"help": "HMAC-SHA256 key shared with the payment provider"},
     )
     webhook_tolerance_s: int = field(default=300, metadata={"help": "max age of a signed webhook, seconds"})
@@ -55,6 +60,23 @@ class CloudConfig:
         default=20, metadata={"help": "failed logins per client IP per window"}
     )
     login_window_s: int = field(default=900, metadata={"help": "window of the login rate limit, seconds"})
+    signup_max_per_ip: int = field(
+        default=10, metadata={"help": "sign-ups (POST /api/users) per client IP per signup window"}
+    )
+    signup_window_s: int = field(default=3600, metadata={"help": "window of the sign-up rate limit, seconds"})
+    trusted_proxies: list = field(
+        default_factory=list,
+        metadata={
+            "help": "CIDRs of reverse proxies whose X-Forwarded-For is believed (client IP for throttling); "
+            "empty: none, the peer address is the client"
+        },
+    )
+    mode: str = field(
+        default="production",
+        metadata={
+            "help": "production, sandbox or demo; production refuses to start with the default webhook_secret"
+        },
+    )
     scrypt_n: int = field(default=2**14, metadata={"help": "scrypt cost parameter N (power of two)"})
     data_dir: str = field(
         default="cloud-data",
@@ -126,6 +148,8 @@ class CloudConfig:
                 raise ConfigError(f"{source}: cloud.{key} must be true or false, got {value!r}")
             if want is str and not isinstance(value, str):
                 raise ConfigError(f"{source}: cloud.{key} must be a string, got {value!r}")
+            if want is list and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"{source}: cloud.{key} must be a list of strings, got {value!r}")
             kwargs[key] = value
         cfg = cls(**kwargs)
         for key in (
@@ -140,10 +164,32 @@ class CloudConfig:
             "alert_offline_after_s",
             "alert_check_interval_s",
             "alert_cert_warn_days",
+            "signup_window_s",
         ):
             if getattr(cfg, key) <= 0:
                 raise ConfigError(f"{source}: cloud.{key} must be positive")
+        if cfg.mode not in MODES:
+            raise ConfigError(f"{source}: cloud.mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+        for cidr in cfg.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"{source}: cloud.trusted_proxies: {cidr!r} is not an address or CIDR"
+                ) from None
         return cfg
+
+    def check_startable(self) -> None:
+        """Refuse, with a ``ConfigError``, settings that must never reach a server (issue 11.6).
+
+        The default ``webhook_secret`` is in this repository: with it, anyone can sign payment
+        webhooks. Only the ``sandbox`` and ``demo`` modes may keep it.
+        """
+        if self.webhook_secret == DEFAULT_WEBHOOK_SECRET and self.mode not in ("sandbox", "demo"):
+            raise ConfigError(
+                f'cloud.webhook_secret is the public default; set your own, or cloud.mode = "sandbox" or '
+                f'"demo" (mode is {self.mode!r})'
+            )
 
     @property
     def database_url(self) -> str:
@@ -162,5 +208,6 @@ def config_reference() -> str:
     """The Markdown table of every config key (docs/cloud.md embeds it; a test keeps it current)."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for f in fields(CloudConfig):
-        lines.append(f"| `{f.name}` | {type(f.default).__name__} | `{f.default!r}` | {f.metadata['help']} |")
+        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        lines.append(f"| `{f.name}` | {type(default).__name__} | `{default!r}` | {f.metadata['help']} |")
     return "\n".join(lines) + "\n"

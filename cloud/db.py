@@ -76,6 +76,15 @@ login_failures = Table(
     Column("at", Float, nullable=False),
 )
 
+# one counter per throttled key (account:<email>, ip:<address>, signup:<address>), bumped atomically
+auth_throttle = Table(
+    "auth_throttle",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    Column("window_start", Float, nullable=False),
+    Column("count", Integer, nullable=False),
+)
+
 merchants = Table(
     "merchants",
     metadata,

@@ -18,10 +18,10 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from cloud.db import login_failures, passes, rentals, sessions, users
+from cloud.db import auth_throttle, login_failures, passes, rentals, sessions, users
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$")
 MIN_PASSWORD = 10
@@ -45,6 +45,10 @@ class LoginThrottled(UserError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class SignupThrottled(LoginThrottled):
+    """Too many sign-ups from one address; ``retry_after_s`` says when to try again."""
 
 
 class NotAuthenticated(UserError):
@@ -91,6 +95,31 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _bump(conn: Connection, key: str, now: float, window_s: int) -> tuple[int, float]:
+    """Count one more attempt for ``key`` in its current window; returns (count, window start).
+
+    One ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` (SQLite and PostgreSQL): the row is
+    locked while it is bumped, so two concurrent requests never both see the old count. A window
+    that has passed starts again at 1.
+    """
+    dialect = conn.engine.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    expired = auth_throttle.c.window_start <= now - window_s
+    stmt = upsert(auth_throttle).values(key=key, window_start=now, count=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[auth_throttle.c.key],
+        set_={
+            "count": case((expired, 1), else_=auth_throttle.c.count + 1),
+            "window_start": case((expired, now), else_=auth_throttle.c.window_start),
+        },
+    ).returning(auth_throttle.c.count, auth_throttle.c.window_start)
+    count, start = conn.execute(stmt).one()
+    return int(count), float(start)
+
+
 class Accounts:
     """The account service (construct once per process with the engine and a clock)."""
 
@@ -104,6 +133,8 @@ class Accounts:
         max_failures_ip: int = 20,
         window_s: int = 900,
         scrypt_n: int = 2**14,
+        max_signups_ip: int = 10,
+        signup_window_s: int = 3600,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -112,10 +143,25 @@ class Accounts:
         self.max_failures_ip = max_failures_ip
         self.window_s = window_s
         self.scrypt_n = scrypt_n
+        self.max_signups_ip = max_signups_ip
+        self.signup_window_s = signup_window_s
         self._dummy_hash = hash_password(secrets.token_hex(8), scrypt_n)
 
-    def register(self, email: str, password: str, name: str | None = None, role: str = "renter") -> User:
-        """Create an account; the email is the login name (case-insensitive)."""
+    def register(
+        self, email: str, password: str, name: str | None = None, role: str = "renter", ip: str | None = None
+    ) -> User:
+        """Create an account; the email is the login name (case-insensitive).
+
+        With ``ip`` (a sign-up over the API), every attempt counts against that address, at most
+        ``max_signups_ip`` per ``signup_window_s``: each one costs a scrypt hash and a row.
+        """
+        if ip is not None:
+            now = self.clock()
+            with self.engine.begin() as conn:
+                count, start = _bump(conn, f"signup:{ip}", now, self.signup_window_s)
+            if count > self.max_signups_ip:
+                retry = int(start + self.signup_window_s - now) + 1
+                raise SignupThrottled(f"too many sign-ups from this ip; retry in {retry} s", retry)
         email = email.strip().lower()
         if not EMAIL.match(email):
             raise UserError(f"email {email!r} does not look like an address")
@@ -145,35 +191,41 @@ class Accounts:
         return User(row.id, row.email, row.name, row.role, bool(row.card_token))
 
     def login(self, email: str, password: str, ip: str = "unknown") -> Session:
-        """Check the password and open a session; refused after too many recent failures."""
+        """Check the password and open a session; refused after too many recent failures.
+
+        Each attempt first takes its place in the per-account and per-address counters (one
+        atomic statement each, in one transaction), then spends the scrypt time: concurrent
+        guesses are counted while they are still running, so no burst gets past the limit.
+        A success clears the account's counter and gives its place back to the address's.
+        """
         email = email.strip().lower()
         now = self.clock()
         keys = {f"account:{email}": self.max_failures_account, f"ip:{ip}": self.max_failures_ip}
         with self.engine.begin() as conn:
-            for key, limit in keys.items():
-                recent = conn.execute(
-                    select(func.count(), func.min(login_failures.c.at)).where(
-                        login_failures.c.key == key, login_failures.c.at > now - self.window_s
-                    )
-                ).one()
-                if recent[0] >= limit:
-                    retry = int(recent[1] + self.window_s - now) + 1
-                    raise LoginThrottled(
-                        f"too many failed logins for this {key.split(':')[0]}; retry in {retry} s", retry
-                    )
+            counts = {key: _bump(conn, key, now, self.window_s) for key in keys}
             row = conn.execute(
                 select(users).where(users.c.email == email, users.c.deleted_at.is_(None))
             ).first()
+        for key, limit in keys.items():
+            count, window_start = counts[key]
+            if count > limit:
+                retry = int(window_start + self.window_s - now) + 1
+                raise LoginThrottled(
+                    f"too many failed logins for this {key.split(':')[0]}; retry in {retry} s", retry
+                )
         # always spend the scrypt time, so timing does not tell which emails exist
         ok = check_password(password, row.password_hash if row else self._dummy_hash) and row is not None
         if not ok:
-            with self.engine.begin() as conn:
-                conn.execute(insert(login_failures), [{"key": k, "at": now} for k in keys])
             raise LoginFailed("wrong email or password")
         assert row is not None
         token = secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
-            conn.execute(delete(login_failures).where(login_failures.c.key == f"account:{email}"))
+            conn.execute(delete(auth_throttle).where(auth_throttle.c.key == f"account:{email}"))
+            conn.execute(
+                update(auth_throttle)
+                .where(auth_throttle.c.key == f"ip:{ip}", auth_throttle.c.count > 0)
+                .values(count=auth_throttle.c.count - 1)
+            )
             conn.execute(
                 insert(sessions).values(
                     token_hash=_token_hash(token),

@@ -125,7 +125,8 @@ class Demo:
         conf.write_text(
             "[cloud]\n"
             f'database = "{cloud_dir / "cloud.db"}"\n'
-            f"port = {port}\n" + cloud_mqtt_settings(broker_port, cloud_dir)
+            f"port = {port}\n"
+            'mode = "demo"\n' + cloud_mqtt_settings(broker_port, cloud_dir)
         )
         p = self.spawn("cloud", [str(BIN / "cabinet-cloud"), "serve", "--config", str(conf)])
         wait_until(lambda: get_json(f"http://127.0.0.1:{port}/api/health"), 60, "the cloud", [p])
@@ -238,7 +239,8 @@ class Demo:
         cab_id = f"CAB-{n:04d}"
         d = self.var / cab_id
         d.mkdir(exist_ok=True)
-        control, gpio, web_port = free_port(), free_port(), free_port()
+        control, gpio, web_port, tech_port = free_port(), free_port(), free_port(), free_port()
+        cert, key = self.cabinet_certificate(cab_id)
         pty = d / "ttySIM"
         pty.unlink(missing_ok=True)
         argv = [
@@ -263,7 +265,8 @@ class Demo:
             "[health]\ninterval_s = 20\n\n[charging]\npower_budget_w = 200\n\n"
             f'[sync]\nbroker_host = "127.0.0.1"\nbroker_port = {broker_port}\ntls = false\ntelemetry_interval_s = 10\n'
             f"cloud_keys = [{keys}]\n\n"
-            f'[web]\nhost = "127.0.0.1"\nport = {web_port}\n'
+            f'[web]\nhost = "127.0.0.1"\nport = {web_port}\ntech_host = "127.0.0.1"\ntech_port = {tech_port}\n'
+            f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n'
         )
         cab = self.spawn(
             cab_id,
@@ -274,9 +277,29 @@ class Demo:
         self.cabs.append({"id": cab_id, "control": control, "web": web_port, "proc": cab})
         self.urls += [
             (f"{cab_id} kiosk", f"http://127.0.0.1:{web_port}/kiosk"),
-            (f"{cab_id} technician UI", f"http://127.0.0.1:{web_port}/tech"),
+            (
+                f"{cab_id} technician UI (HTTPS; demo CA {self.var / 'ca' / 'ca.pem'})",
+                f"https://127.0.0.1:{tech_port}/tech",
+            ),
             (f"{cab_id} simulator control API", f"http://127.0.0.1:{control}/state"),
         ]
+
+    def cabinet_certificate(self, cab_id: str) -> tuple[Path, Path]:
+        """The cabinet's certificate from a demo fleet CA (deploy/pki.py, as provisioning issues it):
+        the technician UI is served over HTTPS with it."""
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("deploy_pki", ROOT / "deploy" / "pki.py")
+        assert spec and spec.loader
+        pki = importlib.util.module_from_spec(spec)
+        sys.modules.setdefault("deploy_pki", pki)
+        spec.loader.exec_module(pki)
+        root = self.var / "ca"
+        ca = pki.Pki(root) if (root / "ca.pem").exists() else pki.Pki.init(root, name="Demo fleet CA")
+        issued = self.var / "ca" / "issued" / "cabinets" / cab_id
+        if not (issued / "client.pem").exists():
+            ca.issue_cabinet(cab_id)
+        return issued / "client.pem", issued / "client.key"
 
     def renter_journey(self) -> None:
         """What a person does with the demo, end to end through every process: rent in the app at the
@@ -300,8 +323,7 @@ class Demo:
         # a battery must be known and charged enough before one can be rented
         wait_until(
             lambda: any(
-                s.get("rentable")
-                for s in get_json(f"http://127.0.0.1:{first['web']}/api/slots")["slots"]
+                s.get("rentable") for s in get_json(f"http://127.0.0.1:{first['web']}/api/slots")["slots"]
             ),
             120,
             "a rentable battery",

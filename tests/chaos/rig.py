@@ -219,6 +219,7 @@ class Rig:
             'mqtt_client_id = "cloud-chaos-1"\n'
             "scrypt_n = 1024\nsweep_interval_s = 2\neject_timeout_s = 20\ncommand_ttl_s = 20\n"
             "login_max_failures_ip = 1000\n"
+            'mode = "sandbox"\nsignup_max_per_ip = 100000\n'
         )
         out = subprocess.run(
             [str(BIN / "cabinet-cloud"), "keys", "--data-dir", str(d)],

@@ -97,7 +97,7 @@ def test_serve_answers_health_and_stops_cleanly(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = tmp_path / "cloud.toml"
-    cfg.write_text(f'[cloud]\ndatabase = "{tmp_path / "serve.db"}"\nport = {port}\n')
+    cfg.write_text(f'[cloud]\ndatabase = "{tmp_path / "serve.db"}"\nport = {port}\nmode = "sandbox"\n')
     proc = subprocess.Popen([sys.executable, "-m", "cloud.cli", "serve", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
