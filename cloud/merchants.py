@@ -11,6 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from cloud.db import cabinets, merchants, tariffs, venues
 from cloud.pricing import Tariff
+from sync.errors import InvalidTopic
+from sync.topics import validate_cabinet_id
 
 
 class CatalogError(ValueError):
@@ -148,7 +150,15 @@ class Catalog:
         tariff_id: int | None = None,
         name: str | None = None,
     ) -> None:
-        """Register a cabinet (its identity and keys come from provisioning, not from here)."""
+        """Register a cabinet (its identity and keys come from provisioning, not from here).
+
+        The id must pass the protocol's one rule (``sync.topics``): an id the topics or the
+        broker's ACL would refuse could never be provisioned or reached.
+        """
+        try:
+            validate_cabinet_id(cabinet_id)
+        except InvalidTopic as e:
+            raise CatalogError(e.reason) from None
         try:
             with self.engine.begin() as conn:
                 conn.execute(

@@ -12,9 +12,17 @@ from enum import StrEnum
 from sync.errors import InvalidTopic
 
 PREFIX = "cab/v1"
-CABINET_ID_MAX = 64
-_CABINET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+CABINET_ID_MAX = 32
+# The ONE rule for cabinet ids (issue 11.6): topics, the broker's per-cabinet ACL roles
+# (deploy/pki.py), ``POST /api/cabinets`` and its JSON schema all use it. 32 characters, as
+# ``cabinet.id`` in the cabinet's config and the certificate CN that provisioning issues.
+# Written so that it means the same under ``re.fullmatch`` and as a JSON-schema pattern.
+CABINET_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+_CABINET_RE = re.compile(CABINET_ID_PATTERN)
+# The cloud workers' identities (certificate CN = broker user name): never a cabinet's.
+RESERVED_IDS = re.compile(r"cloud(-[0-9]{1,3})?", re.IGNORECASE)
 CLOUD_SHARE_GROUP = "cloud"
+_GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class Channel(StrEnum):
@@ -70,8 +78,13 @@ def _channel(channel: Channel | str) -> Channel:
 
 
 def is_valid_cabinet_id(cabinet: str) -> bool:
-    """True if ``cabinet`` is 1-64 chars of ``A-Z a-z 0-9 _ -``, starting with a letter or digit."""
-    return isinstance(cabinet, str) and _CABINET_RE.fullmatch(cabinet) is not None
+    """True if ``cabinet`` is 1-32 chars of ``A-Z a-z 0-9 _ -``, starting with a letter or digit,
+    and not one of the cloud's identities (``cloud``, ``cloud-N``, any case)."""
+    return (
+        isinstance(cabinet, str)
+        and _CABINET_RE.fullmatch(cabinet) is not None
+        and RESERVED_IDS.fullmatch(cabinet) is None
+    )
 
 
 def validate_cabinet_id(cabinet: str) -> str:
@@ -79,6 +92,8 @@ def validate_cabinet_id(cabinet: str) -> str:
     if not isinstance(cabinet, str):
         raise InvalidTopic(f"cabinet id must be a string, got {type(cabinet).__name__}")
     if not is_valid_cabinet_id(cabinet):
+        if _CABINET_RE.fullmatch(cabinet) is not None:
+            raise InvalidTopic(f"invalid cabinet id {cabinet!r}: reserved for the cloud's identities")
         raise InvalidTopic(
             f"invalid cabinet id {cabinet[:80]!r}: 1-{CABINET_ID_MAX} chars of A-Z a-z 0-9 _ -, "
             "starting with a letter or digit"
@@ -99,7 +114,7 @@ def subscription(channel: Channel | str, cabinet: str = "+") -> str:
 
 def shared_subscription(channel: Channel | str = Channel.EV, group: str = CLOUD_SHARE_GROUP) -> str:
     """``$share/{group}/cab/v1/+/{channel}``: the broker spreads the fleet over the group's workers."""
-    if not is_valid_cabinet_id(group):
+    if not isinstance(group, str) or _GROUP_RE.fullmatch(group) is None:
         raise InvalidTopic(f"invalid share group name {group!r}")
     return f"$share/{group}/{subscription(channel)}"
 

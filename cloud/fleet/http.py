@@ -152,16 +152,21 @@ class FleetHandlers:
         }
         if settings:
             await asyncio.to_thread(self.ctx.signatures.set_settings, cab, **settings)
-        if cab == "*":
+        failed: dict[str, str] = {}
+        if cab == "*":  # one bad cabinet must not stop the fleet's configs (issue 11.6): it is
+            # logged, alerted (config_publish_failed) and listed in "failed"; the rest go out
             cabinets = [c["id"] for c in await asyncio.to_thread(view.list_cabinets, self.ctx.engine, 0.0)]
+            configs, failed = await self._fleet().publish_configs(cabinets)
         else:
-            cabinets = [cab]
-        published = []
-        for c in cabinets:
-            cfg = await self._fleet().publish_config(c)
-            published.append({"cabinet": c, "counter": cfg.counter, "expires_at": cfg.expires_at})
+            configs = [await self._fleet().publish_config(cab)]
+        published = [
+            {"cabinet": c.cabinet, "counter": c.counter, "expires_at": c.expires_at} for c in configs
+        ]
         await asyncio.to_thread(self.ctx.audit, user.id, "publish_config", cab, settings)
-        return _json({"settings": settings, "published": published})
+        result: dict[str, Any] = {"settings": settings, "published": published}
+        if failed:
+            result["failed"] = [{"cabinet": c, "error": e} for c, e in failed.items()]
+        return _json(result)
 
     # --- renter --------------------------------------------------------------------------
 

@@ -21,13 +21,13 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
 
-from cloud.fleet import claims
+from cloud.fleet import alerting, claims
 from cloud.fleet.commands import CommandRefused, Signatures, SignedCommand, SignedConfig
 from cloud.fleet.ingest import BatchOutcome, EventApplier
 from cloud.fleet.view import apply_state, apply_telemetry
@@ -241,6 +241,47 @@ class FleetLink:
         await asyncio.to_thread(self.signatures.mark_config_published, cfg.counter)
         return cfg
 
+    async def publish_configs(self, cabinets: Iterable[str]) -> tuple[list[SignedConfig], dict[str, str]]:
+        """Publish a fresh config to each of ``cabinets``; one cabinet's failure never stops the rest.
+
+        A cabinet whose config cannot be signed or sent (an id the topics refuse, a database
+        error for its row, ...) is logged and raises a ``config_publish_failed`` alert naming it,
+        cleared by its next success; the loop goes on with the next cabinet (issue 11.6). Returns
+        the configs made and ``{cabinet: error}`` of the failures.
+        """
+        done: list[SignedConfig] = []
+        failed: dict[str, str] = {}
+        for cabinet in cabinets:
+            try:
+                cfg = await self.publish_config(cabinet)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                failed[cabinet] = f"{type(e).__name__}: {e}"[:500]
+                log.exception("fleet: config for cabinet %r not published; going on with the others", cabinet)
+                await self._config_alert(cabinet, failed[cabinet])
+            else:
+                done.append(cfg)
+                await self._config_alert(cabinet, None)
+        return done, failed
+
+    async def _config_alert(self, cabinet: str, error: str | None) -> None:
+        """Raise (``error``) or clear the cabinet's ``config_publish_failed`` alert; never raises."""
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                if error is None:
+                    alerting.clear_alert(conn, cabinet[:64], "config_publish_failed", at=self.clock())
+                else:
+                    detail = f"signed config for cabinet {cabinet[:80]!r} not published: {error}"
+                    alerting.raise_alert(conn, cabinet[:64], "config_publish_failed", "critical", detail,
+                                         at=self.clock())  # fmt: skip
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception:  # the alert table unreachable must not stop the other cabinets either
+            log.exception("fleet: config_publish_failed alert for %r not written", cabinet)
+
     async def publish_revocations(self) -> list[SignedConfig]:
         """Republish the config of every cabinet whose config predates a pass revocation.
 
@@ -270,15 +311,17 @@ class FleetLink:
                     seen_connects = self.transport.connects
                     if not self.transport.session_present:
                         for cabinet, payload in await asyncio.to_thread(self.signatures.latest_configs):
-                            await self.transport.publish(topic(cabinet, Channel.CFG), payload, qos=1, retain=True,
-                                                         timeout=self.settings.publish_timeout_s)  # fmt: skip
+                            try:
+                                await self.transport.publish(topic(cabinet, Channel.CFG), payload, qos=1,
+                                                             retain=True, timeout=self.settings.publish_timeout_s)  # fmt: skip
+                            except ProtocolError as e:  # one bad id must not stop the others' configs
+                                log.error("fleet: retained config of %r not republished: %s", cabinet, e)
                 for cmd in await asyncio.to_thread(self.signatures.unsent):
                     await self.publish_command(cmd)
                 due = await asyncio.to_thread(
                     self.signatures.configs_due, self.settings.config_resign_margin_s
                 )
-                for cabinet in due:
-                    await self.publish_config(cabinet)
+                await self.publish_configs(due)
                 await self.publish_revocations()
                 await asyncio.to_thread(claims.expire_pending, self.engine, self.clock())  # issue 11.2
             except asyncio.CancelledError:

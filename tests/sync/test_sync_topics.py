@@ -1,13 +1,19 @@
 """Topic building and parsing."""
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync.errors import InvalidTopic
 from sync.topics import (
+    CABINET_ID_PATTERN,
     CHANNELS,
     CLOUD_SHARED_EV,
     Channel,
     TopicAddress,
+    is_valid_cabinet_id,
     parse_topic,
     shared_subscription,
     subscription,
@@ -24,7 +30,25 @@ def test_topic_round_trips_through_parse(channel: Channel) -> None:
     assert parse_topic(t).topic == t
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "+", "#", "$SYS", "-lead", "x" * 65, "caf\u00e9", "a b", "a\x00"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "a/b",
+        "+",
+        "#",
+        "$SYS",
+        "-lead",
+        "x" * 33,
+        "caf\u00e9",
+        "a b",
+        "a\x00",
+        "A\n",
+        "a.b",
+        "cloud",
+        "CLOUD-2",
+    ],
+)
 def test_bad_cabinet_ids_are_refused(bad: str) -> None:
     with pytest.raises(InvalidTopic):
         validate_cabinet_id(bad)
@@ -53,3 +77,17 @@ def test_subscriptions_cover_one_cabinet_or_the_fleet() -> None:
 def test_retained_channels_are_state_and_cfg_only() -> None:
     assert {c for c, spec in CHANNELS.items() if spec.retain} == {Channel.STATE, Channel.CFG}
     assert CHANNELS[Channel.TM].qos == 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=40) | st.from_regex(r"[A-Za-z0-9._\-\n]{1,34}", fullmatch=True))
+def test_one_cabinet_id_rule_for_topics_and_the_pattern(cabinet_id: str) -> None:
+    """The topics accept exactly the ids of ``CABINET_ID_PATTERN`` (the pattern the cloud's
+    ``POST /api/cabinets`` schema uses) minus the cloud's reserved names (issue 11.6)."""
+    try:
+        built = parse_topic(topic(cabinet_id, Channel.EV)).cabinet == cabinet_id
+    except InvalidTopic:
+        built = False
+    assert built == is_valid_cabinet_id(cabinet_id)
+    reserved = re.fullmatch(r"cloud(-[0-9]{1,3})?", cabinet_id, re.IGNORECASE) is not None
+    assert built == (re.fullmatch(CABINET_ID_PATTERN, cabinet_id) is not None and not reserved)
