@@ -38,6 +38,10 @@ MAX_INFLATED_BYTES = 1024 * 1024
 """Largest content a compressed field may inflate to (zip-bomb guard)."""
 MAX_DEPTH = 16
 """Most nested containers (maps and arrays) in one payload."""
+EVENT_BODY_DEPTH = MAX_DEPTH - 3
+"""Most nested containers in one event body, the body map included: a batch puts the body under
+its envelope map, its events array and the event's own map, and a body the wire refuses would
+block the outbox behind it for ever."""
 MAX_ITEMS = 200_000
 """Most CBOR items in one decoded payload (a full batch of 2000 events is about 50,000)."""
 MAX_TEXT = 64

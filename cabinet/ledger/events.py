@@ -14,6 +14,8 @@ from typing import Any
 
 import cbor2
 
+from sync.codec import EVENT_BODY_DEPTH
+
 from .errors import EventBodyError
 
 Check = Callable[[Any], str | None]
@@ -65,10 +67,11 @@ def _bool(v: Any) -> str | None:
     return None if isinstance(v, bool) else "must be true or false"
 
 
-def _plain(v: Any, depth: int = 0) -> bool:
-    """True if ``v`` is plain data the wire to the cloud carries: text-keyed maps, lists, text,
-    bytes, 64-bit integers, finite floats, booleans and null, at most 16 levels deep."""
-    if depth > 16:
+def _plain(v: Any, depth: int) -> bool:
+    """True if ``v``, at container depth ``depth`` of an event body, is plain data the wire to
+    the cloud carries: text-keyed maps, lists, text, bytes, 64-bit integers, finite floats,
+    booleans and null, nested no deeper than the wire takes in a batch (EVENT_BODY_DEPTH)."""
+    if isinstance(v, Mapping | list | tuple) and depth >= EVENT_BODY_DEPTH:
         return False
     if isinstance(v, Mapping):
         return all(isinstance(k, str) and _plain(x, depth + 1) for k, x in v.items())
@@ -83,8 +86,11 @@ def _plain(v: Any, depth: int = 0) -> bool:
 
 def _mapping(v: Any) -> str | None:
     # nested maps too: an event the cloud's codec refuses would block the outbox behind it forever
-    if not isinstance(v, Mapping) or not _plain(v):
-        return "must be a map of plain data (text keys at every level, finite numbers, at most 16 deep)"
+    if not isinstance(v, Mapping) or not _plain(v, 1):  # a field's map sits inside the body's map
+        return (
+            "must be a map of plain data (text keys at every level, finite numbers, "
+            f"at most {EVENT_BODY_DEPTH - 1} deep)"
+        )
     try:
         cbor2.dumps(v, canonical=True)
     except (TypeError, ValueError, cbor2.CBOREncodeError) as exc:

@@ -229,3 +229,38 @@ def test_body_is_stored_as_canonical_cbor(ledger: Ledger) -> None:
     blob = ledger.conn.execute("SELECT body FROM events WHERE seq = ?", (ev.seq,)).fetchone()[0]
     assert blob == cbor2.dumps(ev.body, canonical=True)
     assert cbor2.loads(blob)["args"] == {"a": {"b": 3, "y": 2}, "z": 1}
+
+
+@pytest.mark.parametrize("depth", range(8, 18))
+def test_the_ledger_takes_a_nested_body_exactly_when_the_wire_carries_it_in_a_batch(depth: int) -> None:
+    """A body the ledger accepts but the cloud's decoder refuses would block the outbox behind it
+    for ever: both must draw the line at the same depth (sync.codec.EVENT_BODY_DEPTH)."""
+    from cabinet.ledger.errors import EventBodyError
+    from cabinet.ledger.events import validate_body
+    from sync.errors import ProtocolError
+    from sync.messages import EventBatch, WireEvent, decode_for_topic
+
+    args: object = 1
+    for _ in range(depth):
+        args = {"a": args}
+    body = {"cmd_id": "C-1", "kind": "restart", "args": args}
+    try:
+        validate_body("command_received", body)
+        ledger_takes = True
+    except EventBodyError:
+        ledger_takes = False
+    try:
+        ev = WireEvent(
+            seq=1,
+            id="CAB-0001-1",
+            type="command_received",
+            at_wall=1.7e9,
+            at_mono=1.0,
+            boot_id="b",
+            body=body,
+        )
+        decode_for_topic("cab/v1/CAB-0001/ev", EventBatch("CAB-0001", (ev,)).encode())
+        wire_carries = True
+    except ProtocolError:
+        wire_carries = False
+    assert ledger_takes == wire_carries, f"depth {depth}: ledger {ledger_takes}, wire {wire_carries}"
