@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import re
 import ssl
 import tomllib
 from collections.abc import Callable
@@ -19,6 +18,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from sync.errors import InvalidTopic
+from sync.topics import validate_cabinet_id
 
 
 class ConfigError(ValueError):
@@ -44,9 +46,6 @@ class Key:
     @property
     def path(self) -> str:
         return f"{self.section}.{self.name}"
-
-
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 def _bus_url_problem(url: str) -> str | None:
@@ -457,10 +456,10 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     for k in KEYS:
         if k.required and not values[k.section][k.name]:
             raise ConfigError(f"{source}: {k.path} is required ({k.help})")
-    if not _ID_RE.match(values["cabinet"]["id"]):
-        raise ConfigError(
-            f"{source}: cabinet.id {values['cabinet']['id']!r} may hold only letters, digits, - and _ (1-32)"
-        )
+    try:  # the one rule of the wire, the cloud's API and the certificates
+        validate_cabinet_id(values["cabinet"]["id"])
+    except InvalidTopic as e:
+        raise ConfigError(f"{source}: cabinet.id: {e}") from None
     n = values["cabinet"]["slots"]
     for pins in ("lock_pins", "seat_pins"):
         got = values["locks"][pins]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
         ('[cabinet]\nid = "A"\n[bus]\ntimeout_s = "fast"\n', "bus.timeout_s must be float"),
         ('[cabinet]\nid = "A"\n[sync]\ntls = 1\n', "sync.tls must be bool"),
         ("[cabinet]\nslots = 8\n", "cabinet.id is required"),
-        ('[cabinet]\nid = "a b"\n', "may hold only letters"),
+        ('[cabinet]\nid = "a b"\n', "cabinet.id: invalid cabinet id"),
         (
             '[cabinet]\nid = "A"\nslots = 2\n[locks]\nlock_pins = ["1"]\n',
             "lists 1 pins but cabinet.slots is 2",
@@ -64,3 +65,16 @@ def test_configuration_reference_is_current() -> None:
     assert (ROOT / "docs" / "configuration.md").read_text() == cfg.docs_markdown(), (
         "docs/configuration.md is stale: run `cabinet config docs > docs/configuration.md`"
     )
+
+
+@pytest.mark.parametrize("cabinet_id", ["-CAB1", "_x", "cloud", "cloud-2", "CAB 1", "C" * 33, "CAB-1\n"])
+def test_config_refuses_a_cabinet_id_the_wire_and_the_cloud_refuse(tmp_path, cabinet_id) -> None:
+    """One rule for cabinet ids (sync.topics): a cabinet configured with an id the cloud's API,
+    the topics or the certificates refuse could never sync."""
+    from sync.topics import is_valid_cabinet_id
+
+    assert not is_valid_cabinet_id(cabinet_id)
+    f = tmp_path / "c.toml"
+    f.write_text(f"[cabinet]\nid = {json.dumps(cabinet_id)}\n")
+    with pytest.raises(cfg.ConfigError, match=r"cabinet\.id"):
+        cfg.load(f)
