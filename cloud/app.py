@@ -45,6 +45,7 @@ from cloud.fleet import (
 from cloud.fleet.alerting import alert_watch_ctx
 from cloud.fleet.http import FleetHandlers, FleetNotFound, FleetUnavailable
 from cloud.merchants import CatalogError
+from cloud.params import decimal
 from cloud.payments import SIGNATURE_HEADER, SandboxProvider, WebhookInbox, WebhookRejected
 from cloud.pricing import Tariff, TariffError
 from cloud.rentals import EjectCommand, RentalError, RentalRefused, RentalService
@@ -322,7 +323,7 @@ def _wrap(route: Route, fn: Callable) -> Callable:
             if route.auth == "operator" and user.role != "operator":
                 raise ApiError(403, "forbidden", "operators only")
         for name in INTEGER_PATH_PARAMS:
-            if name in request.match_info and not request.match_info[name].isdigit():
+            if name in request.match_info and decimal(request.match_info[name]) is None:
                 raise ApiError(404, "not_found", f"{name} must be a number, got {request.match_info[name]!r}")
         body: Any = None
         if route.body is not None and route.handler != "webhook":
@@ -639,7 +640,7 @@ class _Handlers(FleetHandlers):
 
     async def list_disputes(self, request: web.Request, user: User, body: None) -> web.Response:
         raw_user = request.query.get("user_id")
-        if raw_user is not None and not raw_user.isdigit():
+        if raw_user is not None and decimal(raw_user) is None:
             raise ApiError(400, "bad_request", f"query parameter user_id={raw_user!r} is not a number")
         rows = await asyncio.to_thread(
             self.ctx.disputes.find,

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from cloud.fleet import claims, view
 from cloud.fleet.commands import CommandRefused
+from cloud.params import decimal
 
 
 class FleetNotFound(LookupError):
@@ -32,9 +33,10 @@ def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int) 
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise CommandRefused(f"query parameter {name}={raw!r} must be an integer in {lo}..{hi}")
-    return int(raw)
+    value = decimal(raw, lo, hi)
+    if value is None:
+        raise CommandRefused(f"query parameter {name}={raw[:40]!r} must be an integer in {lo}..{hi}")
+    return value
 
 
 class FleetHandlers:
@@ -94,8 +96,8 @@ class FleetHandlers:
 
     async def fleet_ack_alert(self, request: web.Request, user: Any, body: None) -> web.Response:
         raw = request.match_info["alert_id"]
-        if not raw.isdigit():
-            raise FleetNotFound(f"no alert {raw!r}")
+        if decimal(raw) is None:
+            raise FleetNotFound(f"no alert {raw[:40]!r}")
         if not await asyncio.to_thread(view.acknowledge_alert, self.ctx.engine, int(raw), self.ctx.clock()):
             raise FleetNotFound(f"no open alert {raw}")
         return _json({"id": int(raw), "acknowledged": True})
@@ -113,7 +115,7 @@ class FleetHandlers:
 
     async def resolve_claim(self, request: web.Request, user: Any, body: dict) -> web.Response:
         raw = request.match_info["claim_id"]
-        if not (raw.isascii() and raw.isdigit()) or int(raw) > 2**62:
+        if decimal(raw) is None:
             raise FleetNotFound(f"no claim {raw!r}")
         try:
             done = await asyncio.to_thread(

@@ -299,3 +299,24 @@ async def test_renter_disputes_and_operator_refunds_over_http(client, clock):
     r = await client.get("/api/disputes", headers=ops, params={"status": "all", "user_id": str(ana_id)})
     assert [(d["id"], d["status"]) for d in await r.json()] == [(dispute["id"], "refunded")]
     assert await (await client.get("/api/money/check", headers=ops)).json() == {"ok": True, "problems": []}
+
+
+@pytest.mark.parametrize("raw", ["²", "٣", "1" * 30, "9" * 5000, "-1", "+1", " 1"])
+async def test_a_path_or_query_number_that_is_not_plain_ascii_digits_is_a_4xx_not_a_500(client, raw):
+    """str.isdigit took '²' and '٣' (int() refuses them) and int() refuses 5,000 digits: each was a 500."""
+    ops = await bearer(client, "ops-digits@example.com", "operator")
+    for path in (f"/api/disputes/{raw}/resolve", f"/api/merchants/{raw}/venues"):
+        r = await client.post(path, headers=ops, json={"action": "reject", "reason": "x", "name": "V"})
+        assert r.status in (400, 404), (path, r.status, await r.text())
+    r = await client.get("/api/disputes", headers=ops, params={"user_id": raw})
+    assert r.status == 400, (r.status, await r.text())
+    r = await client.post(f"/api/fleet/alerts/{raw}/ack", headers=ops)
+    assert r.status in (400, 404), (r.status, await r.text())
+
+
+def test_decimal_takes_only_small_ascii_numbers():
+    from cloud.params import decimal
+
+    assert [decimal(x) for x in ("0", "42", str(2**62))] == [0, 42, 2**62]
+    assert [decimal(x) for x in (None, "", "²", "4 2", str(2**62 + 1), "1" * 20)] == [None] * 6
+    assert decimal("7", lo=1, hi=5) is None and decimal("3", lo=1, hi=5) == 3
