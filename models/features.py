@@ -185,93 +185,246 @@ def extract_many(windows: Sequence[BatteryTelemetry]) -> np.ndarray:
     return np.vstack([extract_features(w).values for w in windows])
 
 
+@dataclass(frozen=True, eq=False)
+class _Samples:
+    """One session's samples (at least two) and the masks several features share."""
+
+    t: np.ndarray
+    v: np.ndarray
+    i: np.ndarray
+    temp: np.ndarray
+    soc: np.ndarray
+
+    @property
+    def dt(self) -> np.ndarray:
+        return np.diff(self.t)
+
+    @property
+    def charging(self) -> np.ndarray:
+        return self.i > CHARGING_A
+
+
+@dataclass(frozen=True, eq=False)
+class _ChargeSpan:
+    """The stretch from the first to the last charging sample (there are at least three)."""
+
+    first: int
+    last: int
+    icharge: np.ndarray  # the charging samples' currents
+    strong: np.ndarray  # ...those at least half the peak
+    duration: float
+    dsoc: float
+
+
 def _session(tel: BatteryTelemetry, a: int, b: int) -> _Session:
-    s = _Session()
-    t, v, i, temp, soc = (
-        tel.t_s[a:b],
-        tel.voltage_v[a:b],
-        tel.current_a[a:b],
-        tel.temp_c[a:b],
-        tel.soc_pct[a:b],
+    """Per-session estimates of samples ``a:b``: each feature is one function below."""
+    x = _Samples(tel.t_s[a:b], tel.voltage_v[a:b], tel.current_a[a:b], tel.temp_c[a:b], tel.soc_pct[a:b])
+    if x.t.size < 2:
+        return _Session()
+    span = _charge_span(x)
+    return _Session(
+        r_int=_r_int(x),
+        temp_rise_per_a=_temp_rise_per_a(x, span),
+        max_temp_charging=_max_temp_charging(x, span),
+        max_temp_rise=_max_temp_rise(x, span),
+        charge_time_ratio=_charge_time_ratio(x, span),
+        cv_fraction=_cv_fraction(x, span),
+        cv_tau_h=_cv_tau(x, span),
+        cv_floor_a=_cv_floor_a(x, span),
+        top_charge_h=_top_charge_h(x, span),
+        capacity_ah=_capacity_ah(x, span),
+        charge_current_p90=_charge_current_p90(span),
+        soc_end=float(x.soc.max()),
+        charged=_charged(span),
+        refusal_s=_refusal_s(x),
+        slot_s=float(x.t[-1] - x.t[0]),
+        interruptions=_interruptions(x),
+        topups=_topups(x),
+        rest_s=_rest_s(x),
+        self_discharge=_self_discharge(x),
+        rest_dv=_rest_dv(x),
     )
-    if t.size < 2:
-        return s
-    dt = np.diff(t)
-    s.slot_s = float(t[-1] - t[0])
-    s.soc_end = float(soc.max())
-    charging = i > CHARGING_A
-    resting = np.abs(i) < REST_A
 
-    # Not charging while far from full (after the first 10 minutes in the slot): refusal.
-    late = (t - t[0]) > 600.0
-    refusing = (~charging[:-1]) & (soc[:-1] < FULL_SOC) & late[:-1]
-    s.refusal_s = float(dt[refusing].sum())
-    was_charging = i[:-1] > STEP_MIN_A
-    stopped = ~charging[1:]
-    s.interruptions = int(np.sum(was_charging & stopped & (soc[1:] < FULL_SOC)))
-    starts = np.flatnonzero(~charging[:-1] & charging[1:]) + 1
-    s.topups = int(np.sum(soc[starts] >= FULL_SOC))
 
-    # Internal resistance: voltage step over current step between close samples.
-    di = np.diff(i)
-    step = (np.abs(di) >= STEP_MIN_A) & (dt <= STEP_MAX_DT_S)
+def _refusal_s(x: _Samples) -> float:
+    """Seconds not charging while far from full (after the first 10 minutes in the slot)."""
+    late = (x.t - x.t[0]) > 600.0
+    refusing = (~x.charging[:-1]) & (x.soc[:-1] < FULL_SOC) & late[:-1]
+    return float(x.dt[refusing].sum())
+
+
+def _interruptions(x: _Samples) -> int:
+    """Times a real charge stopped before the pack was full."""
+    was_charging = x.i[:-1] > STEP_MIN_A
+    stopped = ~x.charging[1:]
+    return int(np.sum(was_charging & stopped & (x.soc[1:] < FULL_SOC)))
+
+
+def _topups(x: _Samples) -> int:
+    """Charges that started on a pack that was already full."""
+    starts = np.flatnonzero(~x.charging[:-1] & x.charging[1:]) + 1
+    return int(np.sum(x.soc[starts] >= FULL_SOC))
+
+
+def _r_int(x: _Samples) -> float:
+    """Internal resistance: voltage step over current step between close samples."""
+    di = np.diff(x.i)
+    step = (np.abs(di) >= STEP_MIN_A) & (x.dt <= STEP_MAX_DT_S)
     if step.any():
-        r = np.diff(v)[step] / di[step]
+        r = np.diff(x.v)[step] / di[step]
         r = r[(r > 0.0) & (r < 2.0)]
         if r.size:
-            s.r_int = float(np.median(r))
+            return float(np.median(r))
+    return np.nan
 
-    if charging.sum() >= 3:
-        ci = np.flatnonzero(charging)
-        first, last = ci[0], ci[-1]
-        icharge = i[charging]
-        s.charge_current_p90 = float(np.percentile(icharge, 90))
-        s.max_temp_charging = float(temp[charging].max())
-        rise = float(temp[first : last + 1].max() - temp[first])
-        s.max_temp_rise = rise
-        strong = icharge[icharge >= 0.5 * icharge.max()]
-        duration = float(t[last] - t[first])
-        if duration >= 1200.0 and strong.size:
-            s.temp_rise_per_a = rise / float(strong.mean())
-        # Charge integral over the charging stretch (trapezoid on close samples only).
-        seg = slice(first, last + 1)
-        ts, isg = t[seg], np.clip(i[seg], 0.0, None)
-        dts = np.diff(ts)
-        ok = dts <= STEP_MAX_DT_S
-        ah = float(np.sum(0.5 * (isg[1:] + isg[:-1])[ok] * dts[ok])) / 3600.0
-        dsoc = float(soc[last] - soc[first])
-        if dsoc >= 30.0:
-            s.capacity_ah = ah / (dsoc / 100.0)
-        # Near full in CV, the current floor: a leak (soft short) keeps drawing what it loses.
-        top = charging & (soc >= 97.0) & (v >= CV_VOLTAGE_V)
-        if top.sum() >= 3:
-            s.cv_floor_a = float(np.percentile(i[top], 10))
-            # ...and never lets the charge terminate: hours spent topping up the last percent.
-            s.top_charge_h = float(dt[top[:-1] & (dt <= STEP_MAX_DT_S)].sum()) / 3600.0
-        finished = soc[last] >= 95.0 and i[last] < 0.3 * icharge.max()
-        if finished and dsoc >= 20.0:
-            s.charged = True
-            ideal_s = (dsoc / 100.0) * RATED_CAPACITY_AH / float(np.median(strong)) * 3600.0
-            s.charge_time_ratio = duration / ideal_s
-            cv = charging & (v >= CV_VOLTAGE_V) & (i < 0.85 * float(np.median(strong)))
-            s.cv_fraction = float(dt[cv[:-1] & charging[1:]].sum()) / duration if duration > 0 else np.nan
-            s.cv_tau_h = _cv_tau_h(t[cv], i[cv])
-        elif dsoc >= 20.0:
-            s.charged = True
 
-    # Self-discharge on long rests, after the voltage has settled.
-    for ra, rb in _runs(resting):
-        rt = t[ra:rb]
-        if rt.size < 2:
-            continue
-        s.rest_s += float(rt[-1] - rt[0])
+def _charge_span(x: _Samples) -> _ChargeSpan | None:
+    """The charging stretch, or None below three charging samples (no charge features then)."""
+    charging = x.charging
+    if charging.sum() < 3:
+        return None
+    ci = np.flatnonzero(charging)
+    first, last = ci[0], ci[-1]
+    icharge = x.i[charging]
+    return _ChargeSpan(
+        first=first,
+        last=last,
+        icharge=icharge,
+        strong=icharge[icharge >= 0.5 * icharge.max()],
+        duration=float(x.t[last] - x.t[first]),
+        dsoc=float(x.soc[last] - x.soc[first]),
+    )
+
+
+def _charge_current_p90(span: _ChargeSpan | None) -> float:
+    return np.nan if span is None else float(np.percentile(span.icharge, 90))
+
+
+def _max_temp_charging(x: _Samples, span: _ChargeSpan | None) -> float:
+    return np.nan if span is None else float(x.temp[x.charging].max())
+
+
+def _max_temp_rise(x: _Samples, span: _ChargeSpan | None) -> float:
+    """How far the temperature rose over the charging stretch."""
+    if span is None:
+        return np.nan
+    return float(x.temp[span.first : span.last + 1].max() - x.temp[span.first])
+
+
+def _temp_rise_per_a(x: _Samples, span: _ChargeSpan | None) -> float:
+    """The rise per amp of strong charge current, on charges of at least 20 minutes."""
+    if span is None or not (span.duration >= 1200.0 and span.strong.size):
+        return np.nan
+    return _max_temp_rise(x, span) / float(span.strong.mean())
+
+
+def _capacity_ah(x: _Samples, span: _ChargeSpan | None) -> float:
+    """Charge integral over the charging stretch (trapezoid on close samples only) per SoC gained."""
+    if span is None or not span.dsoc >= 30.0:
+        return np.nan
+    seg = slice(span.first, span.last + 1)
+    ts, isg = x.t[seg], np.clip(x.i[seg], 0.0, None)
+    dts = np.diff(ts)
+    ok = dts <= STEP_MAX_DT_S
+    ah = float(np.sum(0.5 * (isg[1:] + isg[:-1])[ok] * dts[ok])) / 3600.0
+    return ah / (span.dsoc / 100.0)
+
+
+def _top_mask(x: _Samples) -> np.ndarray:
+    """Charging near full in CV."""
+    return x.charging & (x.soc >= 97.0) & (x.v >= CV_VOLTAGE_V)
+
+
+def _cv_floor_a(x: _Samples, span: _ChargeSpan | None) -> float:
+    """Near full in CV, the current floor: a leak (soft short) keeps drawing what it loses."""
+    top = _top_mask(x)
+    if span is None or not top.sum() >= 3:
+        return np.nan
+    return float(np.percentile(x.i[top], 10))
+
+
+def _top_charge_h(x: _Samples, span: _ChargeSpan | None) -> float:
+    """...and never lets the charge terminate: hours spent topping up the last percent."""
+    top = _top_mask(x)
+    if span is None or not top.sum() >= 3:
+        return np.nan
+    return float(x.dt[top[:-1] & (x.dt <= STEP_MAX_DT_S)].sum()) / 3600.0
+
+
+def _charged(span: _ChargeSpan | None) -> bool:
+    """The session charged the pack by at least 20 % SoC."""
+    return span is not None and span.dsoc >= 20.0
+
+
+def _finished(x: _Samples, span: _ChargeSpan | None) -> bool:
+    """A charge of at least 20 % that ran to near full with the current tapered off."""
+    if span is None:
+        return False
+    return bool(x.soc[span.last] >= 95.0 and x.i[span.last] < 0.3 * span.icharge.max() and span.dsoc >= 20.0)
+
+
+def _charge_time_ratio(x: _Samples, span: _ChargeSpan | None) -> float:
+    """Charge time over the ideal time at the strong current, for finished charges."""
+    if span is None or not _finished(x, span):
+        return np.nan
+    ideal_s = (span.dsoc / 100.0) * RATED_CAPACITY_AH / float(np.median(span.strong)) * 3600.0
+    return span.duration / ideal_s
+
+
+def _cv_mask(x: _Samples, span: _ChargeSpan) -> np.ndarray:
+    """Charging at the CV voltage with the current below 85 % of the strong one."""
+    return x.charging & (x.v >= CV_VOLTAGE_V) & (x.i < 0.85 * float(np.median(span.strong)))
+
+
+def _cv_fraction(x: _Samples, span: _ChargeSpan | None) -> float:
+    """Share of a finished charge spent in CV."""
+    if span is None or not _finished(x, span):
+        return np.nan
+    cv = _cv_mask(x, span)
+    return float(x.dt[cv[:-1] & x.charging[1:]].sum()) / span.duration if span.duration > 0 else np.nan
+
+
+def _cv_tau(x: _Samples, span: _ChargeSpan | None) -> float:
+    """Time constant of a finished charge's CV taper."""
+    if span is None or not _finished(x, span):
+        return np.nan
+    cv = _cv_mask(x, span)
+    return _cv_tau_h(x.t[cv], x.i[cv])
+
+
+def _rests(x: _Samples) -> list[tuple[int, int]]:
+    """Rest stretches (|current| below REST_A) of at least two samples."""
+    return [(ra, rb) for ra, rb in _runs(np.abs(x.i) < REST_A) if rb - ra >= 2]
+
+
+def _rest_s(x: _Samples) -> float:
+    """Seconds at rest."""
+    total = 0.0
+    for ra, rb in _rests(x):
+        total += float(x.t[rb - 1] - x.t[ra])
+    return total
+
+
+def _settled_rests(x: _Samples) -> list[tuple[np.ndarray, slice, np.ndarray]]:
+    """Long rests after the voltage has settled: (hours since settled, the rest's samples, kept)."""
+    out = []
+    for ra, rb in _rests(x):
+        rt = x.t[ra:rb]
         keep = (rt - rt[0]) >= REST_SETTLE_S
         if keep.sum() < 3 or rt[keep][-1] - rt[keep][0] < REST_MIN_S:
             continue
-        th = (rt[keep] - rt[keep][0]) / 3600.0
-        s.self_discharge.append(-_slope(th, soc[ra:rb][keep]))
-        s.rest_dv.append(-1000.0 * _slope(th, v[ra:rb][keep]))
-    return s
+        out.append(((rt[keep] - rt[keep][0]) / 3600.0, slice(ra, rb), keep))
+    return out
+
+
+def _self_discharge(x: _Samples) -> list[float]:
+    """SoC lost per hour on each settled long rest."""
+    return [-_slope(th, x.soc[seg][keep]) for th, seg, keep in _settled_rests(x)]
+
+
+def _rest_dv(x: _Samples) -> list[float]:
+    """Millivolts lost per hour on each settled long rest."""
+    return [-1000.0 * _slope(th, x.v[seg][keep]) for th, seg, keep in _settled_rests(x)]
 
 
 def _cv_tau_h(t: np.ndarray, i: np.ndarray) -> float:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
+from models import features
 from models.features import FEATURE_NAMES, extract_features
 from models.telemetry import BatteryTelemetry
 
@@ -98,3 +100,121 @@ def test_seeded_window_gives_the_stored_vector_exactly():
     for name in FEATURE_NAMES:
         want = EXPECTED[name]
         assert (math.isnan(got[name]) and math.isnan(want)) or got[name] == want, name
+
+
+# --- each per-session feature on a tiny hand-made window -----------------------------------
+
+
+def samples(t, i, *, v=None, temp=None, soc=None) -> features._Samples:
+    n = len(t)
+    col = lambda a, d: np.asarray(a if a is not None else [d] * n, dtype=float)  # noqa: E731
+    return features._Samples(
+        np.asarray(t, dtype=float), col(v, 4.0), np.asarray(i, dtype=float), col(temp, 25.0), col(soc, 50.0)
+    )
+
+
+def test_refusal_counts_time_not_charging_below_full_after_ten_minutes():
+    t = [0, 300, 600, 900, 1200]
+    assert features._refusal_s(samples(t, [0] * 5)) == 300.0
+    assert features._refusal_s(samples(t, [0] * 5, soc=[95] * 5)) == 0.0
+    assert features._refusal_s(samples(t, [1] * 5)) == 0.0
+
+
+def test_interruptions_are_real_charges_stopped_below_full():
+    x = samples([0, 30, 60, 90, 120], [1, 1, 0, 1, 0])
+    assert features._interruptions(x) == 2
+    assert features._interruptions(samples([0, 30, 60, 90, 120], [1, 1, 0, 1, 0], soc=[100] * 5)) == 0
+
+
+def test_topups_are_charges_started_on_a_full_pack():
+    assert features._topups(samples([0, 30, 60, 90], [0, 1, 0, 1], soc=[95, 95, 50, 50])) == 1
+    assert features._topups(samples([0, 30], [0, 0])) == 0
+
+
+def test_internal_resistance_from_a_close_current_step_only():
+    assert features._r_int(samples([0, 30, 60], [0, 1, 1], v=[4.0, 4.1, 4.1])) == pytest.approx(0.1)
+    assert math.isnan(features._r_int(samples([0, 200, 230], [0, 1, 1], v=[4.0, 4.1, 4.1])))
+    assert math.isnan(features._r_int(samples([0, 30, 60], [0, 1, 1], v=[4.1, 4.0, 4.0])))  # r < 0
+
+
+def test_fewer_than_three_charging_samples_give_no_charge_features():
+    x = samples([0, 30, 60, 90], [0, 1, 1, 0], soc=[20, 50, 80, 80])
+    span = features._charge_span(x)
+    assert span is None and not features._charged(span)
+    for f in (features._capacity_ah, features._max_temp_rise, features._cv_floor_a, features._cv_tau):
+        assert math.isnan(f(x, span))
+    assert math.isnan(features._charge_current_p90(span))
+
+
+def test_charge_current_p90_and_temperatures_while_charging():
+    x = samples([0, 600, 1200, 1500], [2, 2, 2, 0], temp=[25, 27, 31, 40])
+    span = features._charge_span(x)
+    assert features._charge_current_p90(span) == 2.0
+    assert features._max_temp_charging(x, span) == 31.0  # 40 is after the charge
+    assert features._max_temp_rise(x, span) == 6.0
+    assert features._temp_rise_per_a(x, span) == 3.0
+    short = samples([0, 300, 600], [2, 2, 2], temp=[25, 27, 31])  # under 20 minutes
+    assert math.isnan(features._temp_rise_per_a(short, features._charge_span(short)))
+    p90 = samples([0, 1, 2, 3, 4], [1, 2, 3, 4, 5])
+    assert features._charge_current_p90(features._charge_span(p90)) == pytest.approx(4.6)
+
+
+def test_capacity_is_charge_throughput_per_soc_gained_from_30_percent():
+    x = samples([0, 60, 120], [2, 2, 2], soc=[20, 40, 60])
+    assert features._capacity_ah(x, features._charge_span(x)) == pytest.approx((240 / 3600) / 0.4)
+    less = samples([0, 60, 120], [2, 2, 2], soc=[20, 30, 45])
+    assert math.isnan(features._capacity_ah(less, features._charge_span(less)))
+
+
+def test_cv_floor_and_top_charge_hours_near_full():
+    x = samples([0, 30, 60, 90], [0.5, 0.4, 0.3, 0.2], v=[4.2] * 4, soc=[97, 98, 99, 99])
+    span = features._charge_span(x)
+    assert features._cv_floor_a(x, span) == pytest.approx(0.23)
+    assert features._top_charge_h(x, span) == pytest.approx(90 / 3600)
+    low = samples([0, 30, 60, 90], [0.5, 0.4, 0.3, 0.2], v=[4.1] * 4, soc=[97, 98, 99, 99])
+    assert math.isnan(features._cv_floor_a(low, features._charge_span(low)))
+
+
+def test_charged_from_20_percent_gained():
+    for gained, want in ((20, True), (19, False)):
+        x = samples([0, 30, 60], [1, 1, 1], soc=[50, 60, 50 + gained])
+        assert features._charged(features._charge_span(x)) is want
+
+
+def cc_cv(tapered: bool = True) -> features._Samples:
+    """10 minutes at 2 A from 20 % SoC, then 12 minutes of CV with the current falling 10 % a minute."""
+    cv = [2.0 * 0.9**k for k in range(1, 13)] if tapered else [2.0] * 12
+    return samples(
+        [60 * k for k in range(22)],
+        [2.0] * 10 + cv,
+        v=[4.0] * 10 + [4.2] * 12,
+        soc=[20 + 4 * k for k in range(21)] + [100],
+    )
+
+
+def test_a_finished_charge_gives_time_ratio_cv_fraction_and_taper():
+    x = cc_cv()
+    span = features._charge_span(x)
+    assert features._charge_time_ratio(x, span) == pytest.approx(1260 / 7200)  # ideal: 0.8 * 5 Ah / 2 A
+    assert features._cv_fraction(x, span) == pytest.approx(600 / 1260)
+    assert features._cv_tau(x, span) == pytest.approx(-1 / (60 * math.log(0.9)))
+
+
+def test_an_unfinished_charge_gives_no_completion_features():
+    x = cc_cv(tapered=False)
+    span = features._charge_span(x)
+    assert features._charged(span)
+    for f in (features._charge_time_ratio, features._cv_fraction, features._cv_tau):
+        assert math.isnan(f(x, span))
+
+
+def test_rest_time_and_self_discharge_on_a_settled_long_rest():
+    t = np.arange(0, 4001, 100.0)
+    x = samples(t, [0] * t.size, v=4.2 - 0.005 * t / 3600, soc=100 - 2 * t / 3600)
+    assert features._rest_s(x) == 4000.0
+    assert features._self_discharge(x) == [pytest.approx(2.0)]
+    assert features._rest_dv(x) == [pytest.approx(5.0)]
+    short = samples(t[:31], [0] * 31, soc=100 - 2 * t[:31] / 3600)  # 3000 s: too short once settled
+    assert features._rest_s(short) == 3000.0 and features._self_discharge(short) == []
+    split = samples([0, 100, 200, 300, 400], [0, 0, 1, 0, 0])
+    assert features._rest_s(split) == 200.0 and features._rest_dv(split) == []
