@@ -16,8 +16,9 @@ Each entry's postings sum to zero per currency (debit > 0, credit < 0). Accounts
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select
 
@@ -336,9 +337,42 @@ def _check_accounts(conn: Connection) -> list[Problem]:
     return problems
 
 
-def _check_rentals(conn: Connection) -> list[Problem]:
-    """Each rental's entries agree with the rental row and its payment records."""
-    problems = []
+@dataclass(frozen=True)
+class Booked:
+    """What a rental's journal entries moved, per kind of account (fee: the renter's fee postings)."""
+
+    renter: int = 0
+    holds: int = 0
+    clearing: int = 0
+    merchant: int = 0
+    revenue: int = 0
+    fee: int = 0
+
+
+@dataclass(frozen=True)
+class Paid:
+    """What a rental's succeeded or confirmed payment records add up to, per kind."""
+
+    capture: int = 0
+    refund: int = 0
+    refund_excess: int = 0
+
+
+@dataclass(frozen=True)
+class RentalBooks:
+    """One rental's row next to its journal sums and its payment sums: what each invariant reads."""
+
+    rental: Mapping[str, Any]
+    booked: Booked
+    paid: Paid
+
+    @property
+    def where(self) -> str:
+        return f"rental {self.rental['id']}"
+
+
+def _booked_per_rental(conn: Connection) -> dict[str, Booked]:
+    """The journal's sums per rental id (rental ids with no row included)."""
     per_rental: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     rows = conn.execute(
         select(
@@ -364,6 +398,10 @@ def _check_rentals(conn: Connection) -> list[Problem]:
             sums["revenue"] += amount
         if kind == "fee" and account.startswith("renter:"):
             sums["fee"] += amount
+    return {rental_id: Booked(**sums) for rental_id, sums in per_rental.items()}
+
+
+def _paid_per_rental(conn: Connection) -> dict[str, Paid]:
     paid: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for rental_id, kind, amount in conn.execute(
         select(payments.c.rental_id, payments.c.kind, payments.c.amount).where(
@@ -371,61 +409,136 @@ def _check_rentals(conn: Connection) -> list[Problem]:
         )
     ):
         paid[rental_id][kind] += amount
-    for r in conn.execute(select(rentals)).mappings():
-        where = f"rental {r['id']}"
-        s = per_rental.pop(r["id"], defaultdict(int))
-        p: dict[str, int] = paid.get(r["id"], {})
-        fee = r["fee"] or 0
-        fee_refunds = p.get("refund", 0)
-        excess = p.get("refund_excess", 0)
-        if r["status"] in ("closed", "purchased") and s["fee"] != fee:
-            problems.append(Problem(where, f"fee booked {s['fee']} but the rental's fee is {fee}"))
-        if r["status"] in ("pending", "active", "aborted") and s["fee"] != 0:
-            problems.append(Problem(where, f"{r['status']} rental has a fee of {s['fee']} booked"))
-        if p.get("capture", 0) != r["captured"]:
-            problems.append(
-                Problem(where, f"payments captured {p.get('capture', 0)} but the rental says {r['captured']}")
+    return {
+        rental_id: Paid(**{k: p[k] for k in ("capture", "refund", "refund_excess") if k in p})
+        for rental_id, p in paid.items()
+    }
+
+
+def rental_books(conn: Connection) -> tuple[list[RentalBooks], list[str]]:
+    """Every rental's books (in the rentals table's order), and the rental ids that only the
+    journal names."""
+    booked = _booked_per_rental(conn)
+    paid = _paid_per_rental(conn)
+    books = [
+        RentalBooks(r, booked.pop(r["id"], Booked()), paid.get(r["id"], Paid()))
+        for r in conn.execute(select(rentals)).mappings()
+    ]
+    return books, list(booked)
+
+
+def _fee_booked_as_charged(b: RentalBooks) -> list[Problem]:
+    """An ended rental's booked fee is the fee on its row."""
+    fee = b.rental["fee"] or 0
+    if b.rental["status"] in ("closed", "purchased") and b.booked.fee != fee:
+        return [Problem(b.where, f"fee booked {b.booked.fee} but the rental's fee is {fee}")]
+    return []
+
+
+def _no_fee_before_the_end(b: RentalBooks) -> list[Problem]:
+    """A pending, active or aborted rental has no fee booked."""
+    if b.rental["status"] in ("pending", "active", "aborted") and b.booked.fee != 0:
+        return [Problem(b.where, f"{b.rental['status']} rental has a fee of {b.booked.fee} booked")]
+    return []
+
+
+def _captured_as_paid(b: RentalBooks) -> list[Problem]:
+    """The row's captured amount is what the capture payments add up to."""
+    if b.paid.capture != b.rental["captured"]:
+        return [
+            Problem(b.where, f"payments captured {b.paid.capture} but the rental says {b.rental['captured']}")
+        ]
+    return []
+
+
+def _refunded_as_paid(b: RentalBooks) -> list[Problem]:
+    """The row's refunded amount is what the fee and excess refunds add up to."""
+    refunded = b.paid.refund + b.paid.refund_excess
+    if refunded != b.rental["refunded"]:
+        return [Problem(b.where, f"payments refunded {refunded} but the rental says {b.rental['refunded']}")]
+    return []
+
+
+def _clearing_is_captured_less_refunded(b: RentalBooks) -> list[Problem]:
+    """Provider clearing moved exactly what was captured less what was refunded."""
+    r = b.rental
+    if b.booked.clearing != r["captured"] - r["refunded"]:
+        return [
+            Problem(
+                b.where,
+                f"provider clearing moved {b.booked.clearing}, expected captured {r['captured']} - refunded {r['refunded']}",
             )
-        if fee_refunds + excess != r["refunded"]:
-            problems.append(
-                Problem(
-                    where, f"payments refunded {fee_refunds + excess} but the rental says {r['refunded']}"
-                )
+        ]
+    return []
+
+
+def _renter_balance_is_fee_less_captured(b: RentalBooks) -> list[Problem]:
+    """The renter's balance for the rental is fee - captured + excess refunds."""
+    expected_renter = b.booked.fee - b.rental["captured"] + b.paid.refund_excess
+    if b.booked.renter != expected_renter:
+        return [
+            Problem(
+                b.where,
+                f"renter balance {b.booked.renter}, expected fee - captured + excess refunds = {expected_renter}",
             )
-        if s["clearing"] != r["captured"] - r["refunded"]:
-            problems.append(
-                Problem(
-                    where,
-                    f"provider clearing moved {s['clearing']}, expected captured {r['captured']} - refunded {r['refunded']}",
-                )
+        ]
+    return []
+
+
+def _paid_means_settled(b: RentalBooks) -> list[Problem]:
+    """A rental marked paid leaves the renter owing nothing for it."""
+    if b.rental["payment_status"] == "paid" and b.booked.renter != 0:
+        return [Problem(b.where, f"marked paid but the renter's balance for it is {b.booked.renter}")]
+    return []
+
+
+def _holds_released_at_the_end(b: RentalBooks) -> list[Problem]:
+    """Once a rental is no longer pending or active, none of its holds reserves money."""
+    if b.rental["status"] not in ("pending", "active") and b.booked.holds != 0:
+        return [
+            Problem(b.where, f"{b.rental['status']} rental still has {b.booked.holds} reserved by a hold")
+        ]
+    return []
+
+
+def _earnings_split_by_share(b: RentalBooks) -> list[Problem]:
+    """Revenue and the merchant's share add up to the fee less fee refunds, split by ``share_bp``."""
+    earned = b.booked.fee - b.paid.refund
+    booked = -(b.booked.merchant + b.booked.revenue)
+    if booked != earned:
+        return [Problem(b.where, f"revenue + merchant share booked {booked}, expected {earned}")]
+    share = merchant_share(earned, b.rental["share_bp"])
+    if -b.booked.merchant != share:
+        return [
+            Problem(
+                b.where,
+                f"merchant share booked {-b.booked.merchant}, expected {share} ({b.rental['share_bp']} bp of {earned})",
             )
-        expected_renter = s["fee"] - r["captured"] + excess
-        if s["renter"] != expected_renter:
-            problems.append(
-                Problem(
-                    where,
-                    f"renter balance {s['renter']}, expected fee - captured + excess refunds = {expected_renter}",
-                )
-            )
-        if r["payment_status"] == "paid" and s["renter"] != 0:
-            problems.append(Problem(where, f"marked paid but the renter's balance for it is {s['renter']}"))
-        if r["status"] not in ("pending", "active") and s["holds"] != 0:
-            problems.append(Problem(where, f"{r['status']} rental still has {s['holds']} reserved by a hold"))
-        earned = s["fee"] - fee_refunds
-        if -(s["merchant"] + s["revenue"]) != earned:
-            problems.append(
-                Problem(
-                    where,
-                    f"revenue + merchant share booked {-(s['merchant'] + s['revenue'])}, expected {earned}",
-                )
-            )
-        elif -s["merchant"] != merchant_share(earned, r["share_bp"]):
-            problems.append(
-                Problem(
-                    where,
-                    f"merchant share booked {-s['merchant']}, expected {merchant_share(earned, r['share_bp'])} ({r['share_bp']} bp of {earned})",
-                )
-            )
-    for rental_id in per_rental:
-        problems.append(Problem(f"rental {rental_id}", "journal entries name a rental that does not exist"))
-    return problems
+        ]
+    return []
+
+
+RENTAL_INVARIANTS: tuple[Callable[[RentalBooks], list[Problem]], ...] = (
+    _fee_booked_as_charged,
+    _no_fee_before_the_end,
+    _captured_as_paid,
+    _refunded_as_paid,
+    _clearing_is_captured_less_refunded,
+    _renter_balance_is_fee_less_captured,
+    _paid_means_settled,
+    _holds_released_at_the_end,
+    _earnings_split_by_share,
+)
+"""What must hold for each rental, checked in this order."""
+
+
+def _unknown_rentals(rental_ids: Iterable[str]) -> list[Problem]:
+    """Journal entries only name rentals that exist."""
+    return [Problem(f"rental {i}", "journal entries name a rental that does not exist") for i in rental_ids]
+
+
+def _check_rentals(conn: Connection) -> list[Problem]:
+    """Each rental's entries agree with the rental row and its payment records."""
+    books, unknown = rental_books(conn)
+    problems = [p for b in books for invariant in RENTAL_INVARIANTS for p in invariant(b)]
+    return problems + _unknown_rentals(unknown)
