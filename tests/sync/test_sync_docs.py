@@ -8,7 +8,8 @@ from pathlib import Path
 from sync.commands import ARGS as COMMAND_ARGS
 from sync.commands import Command, CommandKind
 from sync.config import Config, ConfigBody, ModelManifest, Tariff
-from sync.diag import diagnostic, examples
+from sync.diag import diagnostic
+from sync.docs_gen import examples
 from sync.messages import Ack, EventBatch, SlotSample, State, Telemetry, WireEvent
 from sync.passes import OfflinePass
 from sync.topics import Channel
@@ -23,7 +24,7 @@ def _generated_section(text: str) -> str:
 
 def test_examples_in_the_document_match_the_encoders() -> None:
     assert _generated_section(DOC.read_text()).strip() == examples().strip(), (
-        "docs/protocol.md examples are stale: regenerate with `python -m sync.diag`"
+        "docs/protocol.md examples are stale: regenerate with `python -m sync.docs_gen`"
     )
 
 
