@@ -16,11 +16,10 @@ Each entry's postings sum to zero per currency (debit > 0, credit < 0). Accounts
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, RowMapping, func, insert, select
 
 from cloud.db import journal_entries, journal_postings, payments, rentals
 
@@ -362,7 +361,7 @@ class Paid:
 class RentalBooks:
     """One rental's row next to its journal sums and its payment sums: what each invariant reads."""
 
-    rental: Mapping[str, Any]
+    rental: RowMapping  # the rentals row
     booked: Booked
     paid: Paid
 
