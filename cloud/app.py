@@ -23,19 +23,23 @@ from aiohttp import web
 
 from cloud import money
 from cloud.api_schema import INTEGER_PATH_PARAMS, ROUTES, Route, openapi
-from cloud.billing import BillingError
 from cloud.config import CloudConfig
 from cloud.db import audit_log, make_engine, migrate, schema_revision
 from cloud.disputes import (
     Dispute,
-    DisputeConflict,
-    DisputeError,
-    DisputeNotFound,
-    DisputeRefundFailed,
     Disputes,
 )
+from cloud.errors import (
+    INTERNAL_CODE,
+    INTERNAL_STATUS,
+    BadJson,
+    BadRequest,
+    CloudError,
+    Forbidden,
+    InvalidBody,
+    NotFound,
+)
 from cloud.fleet import (
-    CommandRefused,
     FleetLink,
     FleetSettings,
     Signatures,
@@ -43,22 +47,16 @@ from cloud.fleet import (
     mqtt_options_from,
 )
 from cloud.fleet.alerting import alert_watch_ctx
-from cloud.fleet.http import FleetHandlers, FleetNotFound, FleetUnavailable
-from cloud.merchants import CatalogError
+from cloud.fleet.http import FleetHandlers
 from cloud.params import decimal
 from cloud.payments import SIGNATURE_HEADER, SandboxProvider, WebhookInbox, WebhookRejected
-from cloud.pricing import Tariff, TariffError
-from cloud.rentals import EjectCommand, RentalError, RentalRefused, RentalService
-from cloud.settlement import SettlementError, settlement
+from cloud.pricing import Tariff
+from cloud.rentals import EjectCommand, RentalError, RentalService
+from cloud.settlement import settlement
 from cloud.users import (
     Accounts,
-    AlreadyRegistered,
-    LoginFailed,
-    LoginThrottled,
     NotAuthenticated,
-    SignupThrottled,
     User,
-    UserError,
 )
 from sync.signing import Signer
 
@@ -228,56 +226,6 @@ async def _dispose(app: web.Application) -> None:
 # --- errors --------------------------------------------------------------------------------
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.headers = status, code, headers or {}
-
-
-_REFUSAL_STATUS = {"open_rental": 409, "unknown_cabinet": 404, "unknown_user": 404}
-
-
-def _to_api_error(e: Exception) -> ApiError | None:
-    match e:
-        case ApiError():
-            return e
-        case SignupThrottled():
-            return ApiError(429, "signup_throttled", str(e), {"Retry-After": str(e.retry_after_s)})
-        case LoginThrottled():
-            return ApiError(429, "login_throttled", str(e), {"Retry-After": str(e.retry_after_s)})
-        case LoginFailed():
-            return ApiError(401, "login_failed", str(e))
-        case NotAuthenticated():
-            return ApiError(401, "not_authenticated", str(e), {"WWW-Authenticate": "Bearer"})
-        case AlreadyRegistered():
-            return ApiError(409, "already_registered", str(e))
-        case DisputeNotFound():
-            return ApiError(404, "not_found", str(e))
-        case DisputeConflict():
-            return ApiError(409, "conflict", str(e))
-        case DisputeRefundFailed():
-            return ApiError(502, "refund_failed", str(e))
-        case DisputeError():
-            return ApiError(400, "bad_request", str(e))
-        case RentalRefused():
-            return ApiError(_REFUSAL_STATUS.get(e.code, 402), e.code, str(e))
-        case RentalError() | CatalogError() | SettlementError() if str(e).startswith(("no ", "unknown")):
-            return ApiError(404, "not_found", str(e))
-        case (
-            UserError() | TariffError() | CatalogError() | BillingError() | SettlementError() | RentalError()
-        ):
-            return ApiError(400, "bad_request", str(e))
-        case WebhookRejected():
-            return ApiError(400, "webhook_rejected", str(e))
-        case CommandRefused():
-            return ApiError(404 if str(e).startswith("unknown cabinet") else 400, "command_refused", str(e))
-        case FleetNotFound():
-            return ApiError(404, "not_found", str(e))
-        case FleetUnavailable():
-            return ApiError(503, "no_fleet_link", str(e))
-    return None
-
-
 @web.middleware
 async def _errors(request: web.Request, handler: Callable) -> web.StreamResponse:
     try:
@@ -286,12 +234,23 @@ async def _errors(request: web.Request, handler: Callable) -> web.StreamResponse
         if e.status < 400:
             raise
         return _error_response(e.status, e.reason.lower().replace(" ", "_"), e.text or e.reason)
-    except Exception as e:
-        api = _to_api_error(e)
-        if api is None:
-            log.exception("unexpected error on %s %s", request.method, request.path)
-            return _error_response(500, "internal_error", "unexpected error; it was logged")
-        return _error_response(api.status, api.code, str(api), api.headers)
+    except CloudError as e:
+        if e.status == INTERNAL_STATUS:
+            log.exception("internal error on %s %s", request.method, request.path)
+        return cloud_error_response(e)
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _error_response(INTERNAL_STATUS, INTERNAL_CODE, "unexpected error; it was logged")
+
+
+def cloud_error_response(e: CloudError) -> web.Response:
+    """The JSON answer to ``e``, from its class's ``status`` and ``code`` alone (cloud.errors).
+
+    The message is passed through for people, never read; a 500 (a bug) shows none of it.
+    """
+    if e.status == INTERNAL_STATUS:
+        return _error_response(INTERNAL_STATUS, INTERNAL_CODE, "unexpected error; it was logged")
+    return _error_response(e.status, e.code, str(e), e.http_headers())
 
 
 def _error_response(
@@ -316,21 +275,19 @@ def _wrap(route: Route, fn: Callable) -> Callable:
             token = header[7:].strip() if header.lower().startswith("bearer ") else None
             if token is not None and not _PRINTABLE_ASCII.fullmatch(token):
                 # tokens are URL-safe ASCII; other bytes (aiohttp keeps invalid UTF-8 as surrogates) can match none
-                raise ApiError(
-                    401, "not_authenticated", "malformed bearer token", {"WWW-Authenticate": "Bearer"}
-                )
+                raise NotAuthenticated("malformed bearer token")
             user = await asyncio.to_thread(ctx.accounts.authenticate, token)
             if route.auth == "operator" and user.role != "operator":
-                raise ApiError(403, "forbidden", "operators only")
+                raise Forbidden("operators only")
         for name in INTEGER_PATH_PARAMS:
             if name in request.match_info and decimal(request.match_info[name]) is None:
-                raise ApiError(404, "not_found", f"{name} must be a number, got {request.match_info[name]!r}")
+                raise NotFound(f"{name} must be a number, got {request.match_info[name]!r}")
         body: Any = None
         if route.body is not None and route.handler != "webhook":
             body = parse_json_body(await request.read())
             problems = validate(body, route.body, "body")
             if problems:
-                raise ApiError(400, "invalid_body", "; ".join(problems))
+                raise InvalidBody("; ".join(problems))
         return await fn(request, user, body)
 
     return handler
@@ -381,13 +338,13 @@ def parse_json_body(raw: bytes) -> Any:
         value = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:200]
-        raise ApiError(400, "bad_json", f"request body is not valid JSON: {reason}") from None
+        raise BadJson(f"request body is not valid JSON: {reason}") from None
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         v, depth = stack.pop()
         if isinstance(v, dict | list):
             if depth >= MAX_JSON_DEPTH:
-                raise ApiError(400, "bad_json", f"request body is nested deeper than {MAX_JSON_DEPTH}")
+                raise BadJson(f"request body is nested deeper than {MAX_JSON_DEPTH}")
             items = v.items() if isinstance(v, dict) else enumerate(v)
             for k, x in items:
                 if isinstance(k, str):
@@ -397,9 +354,7 @@ def parse_json_body(raw: bytes) -> Any:
             try:
                 v.encode("utf-8")
             except UnicodeEncodeError:
-                raise ApiError(
-                    400, "bad_json", "request body has a lone surrogate (not valid Unicode)"
-                ) from None
+                raise BadJson("request body has a lone surrogate (not valid Unicode)") from None
     return value
 
 
@@ -467,11 +422,11 @@ def _dispute_json(d: Dispute, for_renter: bool = False) -> dict[str, Any]:
 def _date(request: web.Request, name: str) -> date:
     raw = request.query.get(name)
     if raw is None:
-        raise ApiError(400, "bad_request", f"query parameter {name} (YYYY-MM-DD) is required")
+        raise BadRequest(f"query parameter {name} (YYYY-MM-DD) is required")
     try:
         return date.fromisoformat(raw)
     except ValueError as e:
-        raise ApiError(400, "bad_request", f"query parameter {name}={raw!r} is not a date YYYY-MM-DD") from e
+        raise BadRequest(f"query parameter {name}={raw!r} is not a date YYYY-MM-DD") from e
 
 
 class _Handlers(FleetHandlers):
@@ -530,7 +485,7 @@ class _Handlers(FleetHandlers):
         rental_id = request.match_info["rental_id"]
         r = await asyncio.to_thread(self._rental_or_404, rental_id)
         if r["user_id"] != user.id:
-            raise ApiError(404, "not_found", f"no rental {rental_id} in your account")
+            raise NotFound(f"no rental {rental_id} in your account")
         return _json(await asyncio.to_thread(self.ctx.rentals.receipt, rental_id))
 
     async def rent(self, request: web.Request, user: User, body: dict) -> web.Response:
@@ -550,7 +505,7 @@ class _Handlers(FleetHandlers):
 
     async def webhook(self, request: web.Request, user: None, body: None) -> web.Response:
         if request.match_info["provider"] != self.ctx.provider.name:
-            raise ApiError(404, "not_found", f"no payment provider {request.match_info['provider']!r}")
+            raise NotFound(f"no payment provider {request.match_info['provider']!r}")
         raw = await request.read()
         outcome = await asyncio.to_thread(self.ctx.inbox.handle, raw, request.headers.get(SIGNATURE_HEADER))
         return _json(asdict(outcome))
@@ -582,7 +537,7 @@ class _Handlers(FleetHandlers):
         mid = int(request.match_info["merchant_id"])
         fmt = request.query.get("format", "json")
         if fmt not in ("json", "csv"):
-            raise ApiError(400, "bad_request", f"format must be json or csv, not {fmt!r}")
+            raise BadRequest(f"format must be json or csv, not {fmt!r}")
         report = await asyncio.to_thread(
             settlement, self.ctx.engine, mid, _date(request, "from"), _date(request, "to")
         )
@@ -641,7 +596,7 @@ class _Handlers(FleetHandlers):
     async def list_disputes(self, request: web.Request, user: User, body: None) -> web.Response:
         raw_user = request.query.get("user_id")
         if raw_user is not None and decimal(raw_user) is None:
-            raise ApiError(400, "bad_request", f"query parameter user_id={raw_user!r} is not a number")
+            raise BadRequest(f"query parameter user_id={raw_user!r} is not a number")
         rows = await asyncio.to_thread(
             self.ctx.disputes.find,
             request.query.get("status", "open"),
@@ -671,7 +626,7 @@ class _Handlers(FleetHandlers):
         try:
             return self.ctx.rentals.rental(rental_id)
         except RentalError as e:
-            raise ApiError(404, "not_found", str(e)) from e
+            raise NotFound(str(e)) from e
 
     @staticmethod
     def _public_rental(r: dict[str, Any]) -> dict[str, Any]:

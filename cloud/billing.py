@@ -26,13 +26,17 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from cloud import money
 from cloud.db import audit_log, pass_holds, passes, payments, rentals, users
+from cloud.errors import CloudError
 from cloud.payments import Declined, HoldExpired, InvalidRequest, PaymentError, Provider, rental_key
 
 log = logging.getLogger(__name__)
 
 
-class BillingError(ValueError):
+class BillingError(CloudError, ValueError):
     """A money operation on a rental is not allowed; the message says why."""
+
+    status = 400
+    code = "bad_request"
 
 
 class Billing:

@@ -12,13 +12,18 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cloud.errors import CloudError
+
 MODES = ("production", "sandbox", "demo")
 DEFAULT_WEBHOOK_SECRET = "sandbox-webhook-secret"
 """Public (it is in this repository): ``check_startable`` refuses it outside sandbox and demo mode."""
 
 
-class ConfigError(ValueError):
+class ConfigError(CloudError, ValueError):
     """A config file or value is wrong; the message names the file and key."""
+
+    status = 500  # a request never sees one: the process refuses to start
+    code = "config_error"
 
 
 @dataclass(frozen=True)

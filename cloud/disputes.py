@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cloud.billing import Billing, BillingError
 from cloud.db import audit_log, disputes, rentals
+from cloud.errors import CloudError
 from cloud.payments import PaymentError
 
 STATUSES = ("open", "resolving", "refunded", "rejected")
@@ -27,20 +28,32 @@ DECISIONS = ("refund", "reject")
 MAX_REASON = 2000
 
 
-class DisputeError(ValueError):
+class DisputeError(CloudError, ValueError):
     """A dispute request is wrong (bad amount, empty reason...); the message says what."""
+
+    status = 400
+    code = "bad_request"
 
 
 class DisputeNotFound(DisputeError):
     """No such dispute, or the rental is not the renter's."""
 
+    status = 404
+    code = "not_found"
+
 
 class DisputeConflict(DisputeError):
     """The rental already has an open dispute, or the dispute is already resolved."""
 
+    status = 409
+    code = "conflict"
+
 
 class DisputeRefundFailed(DisputeError):
     """The payment provider refused the refund; the dispute is open again."""
+
+    status = 502
+    code = "refund_failed"
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,24 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloud.db import cabinets, merchants, tariffs, venues
+from cloud.errors import CloudError
 from cloud.pricing import Tariff
 from sync.errors import InvalidTopic
 from sync.topics import validate_cabinet_id
 
 
-class CatalogError(ValueError):
+class CatalogError(CloudError, ValueError):
     """A merchant/venue/cabinet/tariff request is wrong; the message names the thing."""
+
+    status = 400
+    code = "bad_request"
+
+
+class CatalogNotFound(CatalogError):
+    """No such merchant, tariff or cabinet."""
+
+    status = 404
+    code = "not_found"
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,7 @@ class Catalog:
         with self.engine.connect() as conn:
             row = conn.execute(select(merchants).where(merchants.c.id == merchant_id)).first()
         if row is None:
-            raise CatalogError(f"no merchant {merchant_id}")
+            raise CatalogNotFound(f"no merchant {merchant_id}")
         return Merchant(
             row.id, row.name, row.revenue_share_bp, row.currency, row.timezone, row.default_tariff_id
         )
@@ -131,7 +142,7 @@ class Catalog:
         with self.engine.connect() as conn:
             body = conn.execute(select(tariffs.c.body).where(tariffs.c.id == tariff_id)).scalar_one_or_none()
         if body is None:
-            raise CatalogError(f"no tariff {tariff_id}")
+            raise CatalogNotFound(f"no tariff {tariff_id}")
         return Tariff.from_json(body)
 
     def create_venue(self, merchant_id: int, name: str, address: str | None = None) -> int:
@@ -189,7 +200,7 @@ class Catalog:
                 .where(cabinets.c.id == cabinet_id)
             ).first()
         if row is None:
-            raise CatalogError(f"unknown cabinet {cabinet_id}")
+            raise CatalogNotFound(f"unknown cabinet {cabinet_id}")
         tariff_id = row.tariff_id or row.default_tariff_id
         if tariff_id is None:
             raise CatalogError(f"cabinet {cabinet_id} has no tariff and its merchant no default tariff")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, RowMapping, func, insert, select
 
 from cloud.db import journal_entries, journal_postings, payments, rentals
+from cloud.errors import CloudError
 
 PROVIDER_CLEARING = "provider:clearing"
 PLATFORM_REVENUE = "platform:revenue"
@@ -46,8 +47,11 @@ def merchant_share(amount: int, share_bp: int) -> int:
     return amount * share_bp // 10_000
 
 
-class UnbalancedEntry(ValueError):
+class UnbalancedEntry(CloudError, ValueError):
     """An entry's postings do not sum to zero; the message shows them."""
+
+    status = 500  # a bug: the books refuse it, the request fails and it is logged
+    code = "unbalanced_entry"
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,16 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cloud.errors import CloudError
+
 DAY_S = 86_400
 
 
-class TariffError(ValueError):
+class TariffError(CloudError, ValueError):
     """A tariff's fields are inconsistent; the message names the field."""
+
+    status = 400
+    code = "bad_request"
 
 
 @dataclass(frozen=True)

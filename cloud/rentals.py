@@ -40,6 +40,7 @@ from cloud.db import (
     rentals,
     users,
 )
+from cloud.errors import CloudError
 from cloud.merchants import Catalog, CatalogError
 from cloud.payments import PaymentError, Provider
 from cloud.pricing import CabinetTime, ClockAnchor, Tariff, quote, rental_duration, true_time
@@ -49,12 +50,60 @@ log = logging.getLogger(__name__)
 OPEN = ("pending", "active")
 
 
-class RentalError(ValueError):
+class RentalError(CloudError, ValueError):
     """A rental request or cabinet event cannot be applied; the message says why."""
+
+    status = 400
+    code = "bad_request"
+
+
+class RentalNotFound(RentalError):
+    """No such rental."""
+
+    status = 404
+    code = "not_found"
 
 
 class RentalRefused(RentalError):
-    """The app's rental request is refused (``code``: open_rental, no_card, card_declined, ...)."""
+    """The app's rental request is refused; each reason is a subclass with its own ``code``."""
+
+    status = 402
+    code = "rental_refused"
+
+
+class UnknownCabinet(RentalRefused):
+    """The cabinet is not registered, or has no tariff to rent at."""
+
+    status = 404
+    code = "unknown_cabinet"
+
+
+class UnknownUser(RentalRefused):
+    """The account does not exist (or was deleted)."""
+
+    status = 404
+    code = "unknown_user"
+
+
+class NoCard(RentalRefused):
+    """The account has no card on file to hold the rental's money on."""
+
+    status = 402
+    code = "no_card"
+
+
+class OpenRental(RentalRefused):
+    """The renter already has a rental in progress (one at a time)."""
+
+    status = 409
+    code = "open_rental"
+
+
+class CardRefused(RentalRefused):
+    """The provider refused the hold; ``code`` is the provider's (card_declined, insufficient_funds...)."""
+
+    status = 402
+    code = "card_declined"
 
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
@@ -141,7 +190,7 @@ class RentalService:
         try:
             pricing = self.catalog.pricing(cabinet_id)
         except CatalogError as e:
-            raise RentalRefused(str(e), "unknown_cabinet") from e
+            raise UnknownCabinet(str(e)) from e
         rental_id = str(uuid.uuid4())
         now = self.clock()
         try:
@@ -150,24 +199,22 @@ class RentalService:
                     select(users).where(users.c.id == user_id, users.c.deleted_at.is_(None))
                 ).first()
                 if user is None:
-                    raise RentalRefused(f"no user {user_id}", "unknown_user")
+                    raise UnknownUser(f"no user {user_id}")
                 if not user.card_token:
-                    raise RentalRefused("add a card before renting (PUT /api/me/card)", "no_card")
+                    raise NoCard("add a card before renting (PUT /api/me/card)")
                 if self._open_rental(conn, user_id):
-                    raise RentalRefused(
-                        "you already have a rental in progress: return that battery first", "open_rental"
-                    )
+                    raise OpenRental("you already have a rental in progress: return that battery first")
                 self._insert_rental(
                     conn, rental_id, user_id, "app", None, cabinet_id, pricing, "pending", now
                 )
         except IntegrityError as e:  # a concurrent request won the one-open-rental index
-            raise RentalRefused("you already have a rental in progress", "open_rental") from e
+            raise OpenRental("you already have a rental in progress") from e
         try:
             self.billing.place_hold(rental_id)
         except PaymentError as e:
             with self.engine.begin() as conn:
                 self._set(conn, rental_id, status="aborted", abort_reason=f"hold refused: {e.code}")
-            raise RentalRefused(f"the card was refused: {e}", e.code) from e
+            raise CardRefused(f"the card was refused: {e}", e.code) from e
         with self.engine.begin() as conn:
             counter = self._next_counter(conn, cabinet_id)
             cmd = EjectCommand(
@@ -212,7 +259,7 @@ class RentalService:
                 select(users).where(users.c.id == user_id, users.c.deleted_at.is_(None))
             ).first()
             if user is None or not user.card_token:
-                raise RentalRefused("an offline pass needs an account with a card on file", "no_card")
+                raise NoCard("an offline pass needs an account with a card on file")
             conn.execute(
                 insert(passes).values(
                     pass_id=pass_id,
@@ -243,7 +290,7 @@ class RentalService:
         try:
             self.billing.place_pass_holds(pass_id)
         except PaymentError as e:
-            raise RentalRefused(
+            raise CardRefused(
                 f"the card was refused for the pass's hold ({max_rentals} x {each} {currency}): {e}", e.code
             ) from e
         return pass_id
@@ -552,7 +599,7 @@ class RentalService:
         with self.engine.connect() as conn:
             row = conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().first()
         if row is None:
-            raise RentalError(f"no rental {rental_id}")
+            raise RentalNotFound(f"no rental {rental_id}")
         return dict(row)
 
     def rentals_of(self, user_id: int) -> list[dict[str, Any]]:

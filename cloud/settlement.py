@@ -20,10 +20,21 @@ from sqlalchemy import Engine, func, select
 
 from cloud import money
 from cloud.db import journal_entries, journal_postings, merchants, rentals
+from cloud.errors import CloudError
 
 
-class SettlementError(ValueError):
-    pass
+class SettlementError(CloudError, ValueError):
+    """A settlement report cannot be made (bad period); the message says why."""
+
+    status = 400
+    code = "bad_request"
+
+
+class SettlementNotFound(SettlementError):
+    """No such merchant to settle."""
+
+    status = 404
+    code = "not_found"
 
 
 @dataclass(frozen=True)
@@ -161,7 +172,7 @@ def query_period(engine: Engine, merchant_id: int, period_from: date, period_to:
     with engine.connect() as conn:
         m = conn.execute(select(merchants).where(merchants.c.id == merchant_id)).first()
         if m is None:
-            raise SettlementError(f"no merchant {merchant_id}")
+            raise SettlementNotFound(f"no merchant {merchant_id}")
         zone = ZoneInfo(m.timezone)
         t0 = datetime.combine(period_from, time(0), zone).timestamp()
         t1 = datetime.combine(period_to, time(0), zone).timestamp()

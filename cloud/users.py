@@ -22,37 +22,62 @@ from sqlalchemy import Connection, Engine, case, delete, func, insert, select, u
 from sqlalchemy.exc import IntegrityError
 
 from cloud.db import auth_throttle, login_failures, passes, rentals, sessions, users
+from cloud.errors import CloudError
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$")
 MIN_PASSWORD = 10
 
 
-class UserError(ValueError):
+class UserError(CloudError, ValueError):
     """A request about an account cannot be done; the message says why."""
+
+    status = 400
+    code = "bad_request"
 
 
 class AlreadyRegistered(UserError):
-    pass
+    """The email already has an account."""
+
+    status = 409
+    code = "already_registered"
 
 
 class LoginFailed(UserError):
     """Wrong email or password (deliberately not saying which)."""
 
+    status = 401
+    code = "login_failed"
+
 
 class LoginThrottled(UserError):
     """Too many failed logins; ``retry_after_s`` says when to try again."""
+
+    status = 429
+    code = "login_throttled"
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
 
 class SignupThrottled(LoginThrottled):
     """Too many sign-ups from one address; ``retry_after_s`` says when to try again."""
 
+    status = 429
+    code = "signup_throttled"
+
 
 class NotAuthenticated(UserError):
-    pass
+    """No bearer token, a malformed one, or one that names no live session."""
+
+    status = 401
+    code = "not_authenticated"
+
+    def http_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select, update
 
 from cloud.db import cabinet_claims, cabinets, clock_anchors, commands, passes, rentals
+from cloud.errors import CloudError
 from cloud.fleet.commands import set_command_status
 from cloud.fleet.view import add_alert, insert_ignore
 from cloud.pricing import CabinetTime, ClockAnchor, true_time
@@ -57,12 +58,18 @@ INVENTORY_EVIDENCE = ("battery_seen", "rental_started", "battery_removed_unexpec
 UNRESOLVED = ("pending", "open", "resolving")
 
 
-class ClaimNotFound(LookupError):
+class ClaimNotFound(CloudError, LookupError):
     """No such claim (the message says which)."""
 
+    status = 404
+    code = "not_found"
 
-class ClaimConflict(RuntimeError):
+
+class ClaimConflict(CloudError, RuntimeError):
     """The claim is not open for this action, or applying it failed (the message says why)."""
+
+    status = 409
+    code = "conflict"
 
 
 @dataclass(frozen=True)

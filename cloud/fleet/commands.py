@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from cloud.db import cabinet_settings, cabinets, commands, config_versions, passes
+from cloud.errors import CloudError
 from cloud.fleet.view import insert_ignore
 from cloud.merchants import CatalogError
 from cloud.pricing import Tariff as CloudTariff
@@ -34,8 +35,18 @@ from sync.passes import OfflinePass
 from sync.signing import Signer
 
 
-class CommandRefused(ValueError):
-    """A command cannot be made: unknown cabinet, unknown kind or bad arguments (the message says which)."""
+class CommandRefused(CloudError, ValueError):
+    """A command cannot be made: unknown kind or bad arguments (the message says which)."""
+
+    status = 400
+    code = "command_refused"
+
+
+class CabinetNotRegistered(CommandRefused):
+    """A command names a cabinet the cloud does not know: register it first."""
+
+    status = 404
+    code = "command_refused"
 
 
 @dataclass(frozen=True)
@@ -140,7 +151,9 @@ class Signatures:
                 .values(cmd_counter=cabinets.c.cmd_counter + 1)
             ).rowcount
             if not bumped:
-                raise CommandRefused(f"unknown cabinet {cabinet}: register it first (POST /api/cabinets)")
+                raise CabinetNotRegistered(
+                    f"unknown cabinet {cabinet}: register it first (POST /api/cabinets)"
+                )
             counter = conn.execute(
                 select(cabinets.c.cmd_counter).where(cabinets.c.id == cabinet)
             ).scalar_one()

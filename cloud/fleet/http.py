@@ -1,7 +1,8 @@
 """HTTP handlers of the fleet: the operator's view and commands, and the renter's offline passes.
 
 Mixed into ``cloud.app``'s handler class (routes declared in ``cloud.api_schema``); errors are
-raised as the exceptions below and turned into JSON errors by ``cloud.app``.
+raised as ``cloud.errors.CloudError`` subclasses (the two below, ``CommandRefused``, the claims')
+and answered by ``cloud.app`` from their class's ``status`` and ``code``.
 """
 
 from __future__ import annotations
@@ -12,17 +13,24 @@ from typing import Any
 
 from aiohttp import web
 
+from cloud.errors import CloudError
 from cloud.fleet import claims, view
 from cloud.fleet.commands import CommandRefused
 from cloud.params import decimal
 
 
-class FleetNotFound(LookupError):
+class FleetNotFound(CloudError, LookupError):
     """No such cabinet, command, alert or pass (the message says which)."""
 
+    status = 404
+    code = "not_found"
 
-class FleetUnavailable(RuntimeError):
+
+class FleetUnavailable(CloudError, RuntimeError):
     """This cloud process has no MQTT link to the fleet (``broker_host`` is not set)."""
+
+    status = 503
+    code = "no_fleet_link"
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -117,15 +125,11 @@ class FleetHandlers:
         raw = request.match_info["claim_id"]
         if decimal(raw) is None:
             raise FleetNotFound(f"no claim {raw!r}")
-        try:
-            done = await asyncio.to_thread(
-                claims.resolve, self.ctx.engine, self.ctx.rentals, int(raw), body["action"],
-                body["reason"], user.id, self.ctx.clock(),
-            )  # fmt: skip
-        except claims.ClaimNotFound as e:
-            raise FleetNotFound(str(e)) from e
-        except claims.ClaimConflict as e:
-            raise web.HTTPConflict(text=str(e)) from e
+        # ClaimNotFound (404 not_found) and ClaimConflict (409 conflict) answer by their class
+        done = await asyncio.to_thread(
+            claims.resolve, self.ctx.engine, self.ctx.rentals, int(raw), body["action"],
+            body["reason"], user.id, self.ctx.clock(),
+        )  # fmt: skip
         await asyncio.to_thread(
             self.ctx.audit, user.id, "resolve_claim", f"claim:{raw}",
             {"action": body["action"], "reason": body["reason"], "cabinet": done["cabinet"],

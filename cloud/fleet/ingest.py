@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
 from cloud.db import cabinet_event_conflicts, cabinet_events, fleet_cabinets
+from cloud.errors import CloudError
 from cloud.fleet import alerting
 from cloud.fleet.claims import ClaimChecks, Refusal, verify_from_events
 from cloud.fleet.commands import apply_command_report
@@ -59,8 +60,11 @@ _LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-class IngestConflict(RuntimeError):
+class IngestConflict(CloudError, RuntimeError):
     """Another worker moved a cabinet's applied seq while this one held the guard (a bug: say so)."""
+
+    status = 500
+    code = "ingest_conflict"
 
 
 @dataclass

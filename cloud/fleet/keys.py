@@ -31,6 +31,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud.errors import CloudError
 from sync.commands import Command
 from sync.config import Config
 from sync.passes import OfflinePass
@@ -53,8 +54,11 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-class SigningKeyError(ValueError):
+class SigningKeyError(CloudError, ValueError):
     """The signing key files are missing, unreadable or inconsistent; the message names the file."""
+
+    status = 500  # the process refuses to start; no request sees one
+    code = "signing_key_error"
 
 
 def parse_duration(text: str) -> float:

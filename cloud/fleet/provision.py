@@ -29,18 +29,25 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from cloud.errors import CloudError
 from cloud.fleet.keys import load_or_create_key
 from sync.topics import validate_cabinet_id
 
 PKI_SOURCE = Path(__file__).resolve().parents[2] / "deploy" / "pki.py"
 
 
-class ProvisionError(ValueError):
+class ProvisionError(CloudError, ValueError):
     """Provisioning cannot be done; the message says which file or name is wrong."""
+
+    status = 500  # a command-line error; no request raises it
+    code = "provision_error"
 
 
 class NoCA(ProvisionError):
     """No fleet CA where provisioning looked, and creating one was not asked for."""
+
+    status = 500
+    code = "no_ca"
 
 
 @dataclass(frozen=True)

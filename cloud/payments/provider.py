@@ -11,10 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from cloud.errors import CloudError
 
-class PaymentError(Exception):
-    """A provider refused a request; ``code`` is machine-readable, the message is for people."""
 
+class PaymentError(CloudError):
+    """A provider refused a request; ``code`` is machine-readable, the message is for people.
+
+    Callers turn it into their own error (a refused rental, a failed refund); one that reaches
+    a request unhandled is a bug (500, logged).
+    """
+
+    status = 500
     code = "payment_error"
 
     def __init__(self, message: str, code: str | None = None) -> None:
@@ -26,24 +33,28 @@ class PaymentError(Exception):
 class Declined(PaymentError):
     """The card was declined (code: card_declined, insufficient_funds, expired_card)."""
 
+    status = 500
     code = "card_declined"
 
 
 class HoldExpired(PaymentError):
     """The hold expired before it was captured: its money is no longer reserved."""
 
+    status = 500
     code = "hold_expired"
 
 
 class InvalidRequest(PaymentError):
     """The request cannot apply: unknown hold, capture above the hold, refund above the capture..."""
 
+    status = 500
     code = "invalid_request"
 
 
 class IdempotencyConflict(PaymentError):
     """The idempotency key was used before for a different request."""
 
+    status = 500
     code = "idempotency_conflict"
 
 

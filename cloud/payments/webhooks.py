@@ -16,12 +16,16 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloud.db import payments, rentals, webhooks_received
+from cloud.errors import CloudError
 
 SIGNATURE_HEADER = "Payment-Signature"
 
 
-class WebhookRejected(ValueError):
+class WebhookRejected(CloudError, ValueError):
     """A webhook failed verification; the message says why (never processed)."""
+
+    status = 400
+    code = "webhook_rejected"
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
