@@ -102,6 +102,7 @@ class Controller:
         self._scanned = asyncio.Condition()
         self.listeners: list[Callable[[str, dict[str, Any]], Awaitable[None] | None]] = []
         self.refusing: str | None = None  # set when the ledger is unusable: refuse to rent
+        self._refused: dict[int, str] = {}  # slot -> the ledger rule error last logged for it
 
     # ---- notifications (UI, sync) ----------------------------------------------------
 
@@ -130,7 +131,18 @@ class Controller:
                 if not ob.present and not self.locks.is_seated(ob.slot):
                     eject.taken.set()
                 continue
-            await self._reconcile_slot(ob, slots.get(ob.slot))
+            try:
+                await self._reconcile_slot(ob, slots.get(ob.slot))
+            except LedgerRuleError as e:
+                # The ledger refused what this slot seems to show. Say so (once per slot and
+                # reason) and go on with the other slots and the next scans: an exception here
+                # used to end the bus poller, and the cabinet then recorded no take and no
+                # return again (issue 12.1).
+                if self._refused.get(ob.slot) != str(e):
+                    self._refused[ob.slot] = str(e)
+                    log.error("slot %d: ledger refused the change seen there: %s", ob.slot, e)
+            else:
+                self._refused.pop(ob.slot, None)
         async with self._scanned:
             self._scanned.notify_all()
 
@@ -152,8 +164,34 @@ class Controller:
             if self._pending_return.get(ob.slot) != ob.sn:
                 self._pending_return[ob.slot] = ob.sn  # confirm on the next scan
                 return
+            if not await self._left_its_slot(ob):
+                return  # its old slot is being ejected: decide once that eject is settled
             self._pending_return.pop(ob.slot, None)
             await self._take_back(ob)
+
+    async def _left_its_slot(self, ob: Observation) -> bool:
+        """A battery the ledger places in another slot is seated here: it left that slot unseen.
+
+        That happens when its take could not be seen: the slot's board did not answer (a
+        loaded machine, a flaky bus) during the eject or at the recovery after a restart, so
+        the rental was aborted (a take nobody confirmed is never billed) and the ledger kept
+        the pack in its slot. Record the removal first, so the return that follows is a
+        return of a battery that is not in a slot. False while that slot is being ejected.
+        """
+        battery = await self.ledger.battery(ob.sn)
+        if battery is None or battery.place != "slot" or battery.slot in (None, ob.slot):
+            return True
+        if battery.slot in self._ejecting:
+            return False
+        await self.ledger.record("battery_removed_unexpected", slot=battery.slot, sn=ob.sn)
+        log.warning(
+            "slot %d: battery %s is here, not in slot %d: it left that slot unseen",
+            ob.slot,
+            ob.sn,
+            battery.slot,
+        )
+        await self._emit("battery_removed_unexpected", slot=battery.slot, sn=ob.sn)
+        return True
 
     async def _take_back(self, ob: Observation) -> None:
         foreign = not re.match(self.settings.fleet_sn_pattern, ob.sn) or ob.sn in set(self.deny_list())
@@ -409,18 +447,25 @@ class Controller:
                 for s in await self.ledger.slots()
                 if s.sn and (o := obs.get(s.slot)) is not None and o.known
             ]
-            # the held battery left: the slot is empty, or another battery was pushed in since
+            # the held battery left: the slot is empty (the bus and the seat switch agree), or
+            # the bus reads another battery pushed in since
             gone = [
                 s
                 for s in held
-                if not obs[s.slot].present or (obs[s.slot].has_battery and obs[s.slot].sn != s.sn)
+                if (not obs[s.slot].present and not self.locks.is_seated(s.slot))
+                or (obs[s.slot].has_battery and obs[s.slot].sn != s.sn)
             ]
             presented = [s for s in held if obs[s.slot].present and not obs[s.slot].seated]
+            unknown = [
+                s.slot for s in await self.ledger.slots() if s.sn and not obs.get(s.slot, _UNKNOWN).known
+            ]
             req = RentRequest(
                 rental.rental_id, rental.source or "cloud", rental.user, rental.pass_id, rental.cmd_id
             )
             if len(gone) == 1 and not presented:
                 assert gone[0].sn is not None
+                log.warning("rental %s: its battery left slot %d while the cabinet was down", req.rental_id,
+                            gone[0].slot)  # fmt: skip
                 await self._record_start(req, gone[0].sn, gone[0].slot)
             elif len(presented) == 1 and not gone and not self._rent_lock.locked():
                 s = presented[0]
@@ -432,6 +477,15 @@ class Controller:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
             else:
+                # Nothing confirms a take: abort (the cloud releases the hold). When a slot could
+                # not be read, a pack taken from it shows up later as a removal (on_scan).
+                log.warning(
+                    "rental %s interrupted by a restart: aborted (gone %s, presented %s, unreadable %s)",
+                    req.rental_id,
+                    [s.slot for s in gone],
+                    [s.slot for s in presented],
+                    unknown,
+                )
                 await self.ledger.record(
                     "rental_aborted",
                     rental_id=rental.rental_id,
@@ -449,6 +503,9 @@ class Controller:
         finally:
             self._ejecting.pop(eject.slot, None)
             self._rent_lock.release()
+
+
+_UNKNOWN = Observation(slot=0, known=False)
 
 
 def _outcome_of(r: RentalState, duplicate: bool) -> RentOutcome:

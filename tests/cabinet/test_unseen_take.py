@@ -1,0 +1,48 @@
+"""A take the cabinet could not see (issue 12.1, the chaos test's stuck rental).
+
+When a slot board misses its Modbus deadline (a loaded machine, a flaky bus) its slots read
+*unknown* until a retry after the bus's backoff. A pack taken from such a slot is not
+confirmed by the seat switch and the bus together, so the rental is aborted: nothing is
+billed. The ledger then still places the pack in its slot. The old code then met the pack in
+another slot as a return of a battery "already in slot N": the ledger refused the event, the
+LedgerRuleError ended the bus poller, and the cabinet recorded no return and no take again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from cabinet.controller import RentRequest
+from hardware_sim.faults import Fault
+
+
+async def test_pack_taken_from_an_unknown_board_and_returned_elsewhere_is_recorded(rig) -> None:
+    task = asyncio.create_task(rig.controller.rent(RentRequest("R-U1", "cloud", user="u1")))
+    await rig.until(lambda: rig.simcab.slot(1).presented, what="slot 1 to present its pack")
+    silent = rig.simcab.inject(Fault(kind="silent_board", board=1))
+    assert rig.simcab.take(1) == "PB000001"  # unseen: board 1 answers nothing now
+    out = await asyncio.wait_for(task, 10)
+    assert (out.status, out.reason) == ("aborted", "not_taken")  # not confirmed: not billed as taken
+
+    rig.simcab.insert(6, sn="PB000001")  # the renter brings it back to a board that answers
+    await rig.until(lambda: _in_slot(rig, "PB000001", 6), what="the pack to be recorded in slot 6")
+    rig.simcab.clear(silent)
+    assert rig.cab._health_problem() is None  # the bus poller is still running
+    seq = [
+        (e.type, e.body.get("slot"))
+        for e in await rig.events()
+        if e.body.get("sn") == "PB000001" and e.type != "battery_seen"
+    ]
+    assert seq == [("battery_removed_unexpected", 1), ("battery_returned", 6)]
+
+    # and it rents again from there, seen by both the seat switch and the bus
+    task = asyncio.create_task(rig.controller.rent(RentRequest("R-U2", "cloud", user="u1")))
+    await rig.until(lambda: any(s.presented for s in rig.simcab.slots), what="a pack to be presented")
+    presented = next(s.number for s in rig.simcab.slots if s.presented)
+    rig.simcab.take(presented)
+    assert (await asyncio.wait_for(task, 10)).status == "started"
+
+
+async def _in_slot(rig, sn: str, slot: int) -> bool:
+    b = await rig.ledger.battery(sn)
+    return b is not None and (b.place, b.slot) == ("slot", slot)
