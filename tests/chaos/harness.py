@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -39,9 +38,6 @@ from sqlalchemy import create_engine, text
 from tests.chaos.driver import Hand, Monkey, Renters, Tally
 from tests.chaos.linkfault import netem_available
 from tests.chaos.rig import BIN, CABINET_ID, PACKS, Rig, poll
-
-KNOWN_PASS_ABORT = re.compile(r"rental_aborted \S+: cabinet \S+ names unknown rental P-")
-"""A known cloud bug (xfail in test_chaos_findings.py): an untaken pass rental raises an ingest_error."""
 
 
 @dataclass
@@ -102,26 +98,46 @@ async def wait_until_quiet(rig: Rig, hand: Hand, timeout: float) -> dict[str, An
     return seen
 
 
+INVARIANTS = (
+    "drained",  # every pack back, no rental open, the last seq acked and applied
+    "events_once_in_order",  # the cloud's events equal the ledger's: each once, in order
+    "starts_applied_once",  # each rental_started applied once, to its rental
+    "returns_close_their_rental",  # each battery_returned naming a rental closed it
+    "no_stuck_rentals",  # no rental left pending or active in the cloud
+    "no_ingest_error_or_restore_alert",
+    "money_check",  # cabinet-cloud money-check exits 0
+    "ledger_verify",  # cabinet ledger verify exits 0
+)
+
+
 async def check_invariants(rig: Rig) -> tuple[list[str], dict[str, Any]]:
-    """The end-of-run checks; returns (problems, facts)."""
+    """The end-of-run checks; returns (problems, facts). ``facts["invariants"]`` names each
+    invariant with whether it held (INVARIANTS, in order)."""
     problems: list[str] = []
-    facts: dict[str, Any] = {}
+    facts: dict[str, Any] = {"invariants": dict.fromkeys(INVARIANTS, True)}
+
+    def fail(invariant: str, problem: str) -> None:
+        facts["invariants"][invariant] = False
+        problems.append(problem)
+
     export = _run([str(BIN / "cabinet"), "ledger", "export", "--db", str(rig.ledger_path)])
     if export.returncode:
-        return [f"cabinet ledger export failed: {export.stderr[-1000:]}"], facts
+        fail("events_once_in_order", f"cabinet ledger export failed: {export.stderr[-1000:]}")
+        return problems, facts
     ledger = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
     cloud = await rig.cloud_events()
     facts["ledger_events"], facts["cloud_events"] = len(ledger), len(cloud)
     mine = [(e["seq"], e["id"], e["type"]) for e in ledger]
     theirs = [(e["seq"], e["id"], e["type"]) for e in cloud]
     if [s for s, _, _ in theirs] != list(range(1, len(theirs) + 1)):
-        problems.append("the cloud's cabinet_events are not seq 1..N without gaps or repeats")
+        fail("events_once_in_order", "the cloud's cabinet_events are not seq 1..N without gaps or repeats")
     if len(theirs) < len(mine) or theirs != mine[: len(theirs)] or len(theirs) > len(mine):
         first = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), None)
-        problems.append(
+        fail(
+            "events_once_in_order",
             f"cloud events != ledger events: ledger {len(mine)}, cloud {len(theirs)}, first difference "
             f"at index {first}: {mine[first] if first is not None else None} vs "
-            f"{theirs[first] if first is not None else None}"
+            f"{theirs[first] if first is not None else None}",
         )
     rentals = {r["id"]: r for r in await asyncio.to_thread(cloud_rentals, cloud_db_url(rig))}
     types = {
@@ -136,34 +152,39 @@ async def check_invariants(rig: Rig) -> tuple[list[str], dict[str, Any]]:
         if e["type"] == "rental_started":
             r = rentals.get(rid)
             if r is None or r["start_event_id"] != e["id"]:
-                problems.append(f"rental_started seq {e['seq']} ({rid}) not applied to its rental: {r}")
+                fail(
+                    "starts_applied_once",
+                    f"rental_started seq {e['seq']} ({rid}) not applied to its rental: {r}",
+                )
         elif e["type"] == "battery_returned" and rid:
             r = rentals.get(rid)
             if r is None or r["end_event_id"] != e["id"] or r["status"] != "closed":
-                problems.append(f"battery_returned seq {e['seq']} ({rid}) did not close its rental: {r}")
+                fail(
+                    "returns_close_their_rental",
+                    f"battery_returned seq {e['seq']} ({rid}) did not close its rental: {r}",
+                )
     still_open = [r["id"] for r in rentals.values() if r["status"] in ("pending", "active")]
+    facts["stuck_rentals"] = still_open
     if still_open:
-        problems.append(f"rentals still open with every pack back: {still_open}")
+        fail("no_stuck_rentals", f"rentals still open with every pack back: {still_open}")
     alerts = await rig.call("GET", f"/api/fleet/alerts?cabinet={CABINET_ID}&all=1", rig.operator_token)
     kinds: dict[str, int] = {}
     for a in alerts:
         kinds[a["kind"]] = kinds.get(a["kind"], 0) + 1
     facts["alerts"] = kinds
-    bad = [a for a in alerts if a["kind"] in ("restore_detected", "ingest_error")]
-    known = [a for a in bad if KNOWN_PASS_ABORT.search(a["detail"] or "")]
-    facts["known_issue_untaken_pass_alerts"] = len(known)  # tests/chaos/test_chaos_findings.py
-    for a in bad:
-        if a not in known:
-            problems.append(f"{a['kind']} alert: {a['detail']}")
+    for a in alerts:
+        if a["kind"] in ("restore_detected", "ingest_error"):
+            fail("no_ingest_error_or_restore_alert", f"{a['kind']} alert: {a['detail']}")
     money = _run([str(BIN / "cabinet-cloud"), "money-check", "--config", str(rig.cloud_config), "--json"])
     facts["money_check_exit"] = money.returncode
     if money.returncode:
-        problems.append(f"cabinet-cloud money-check exit {money.returncode}: {money.stdout[-1500:]}")
+        fail("money_check", f"cabinet-cloud money-check exit {money.returncode}: {money.stdout[-1500:]}")
     verify = _run([str(BIN / "cabinet"), "ledger", "verify", "--db", str(rig.ledger_path)])
     facts["ledger_verify_exit"] = verify.returncode
     if verify.returncode:
-        problems.append(
-            f"cabinet ledger verify exit {verify.returncode}: {verify.stdout[-1500:]}{verify.stderr[-500:]}"
+        fail(
+            "ledger_verify",
+            f"cabinet ledger verify exit {verify.returncode}: {verify.stdout[-1500:]}{verify.stderr[-500:]}",
         )
     return problems, facts
 
@@ -214,8 +235,15 @@ async def run_chaos(
             await monkey.heal()
             hand.hold_s, hand.take_p = (0.0, 0.0), 1.0
             t1 = time.monotonic()
-            out.summary["drained"] = await wait_until_quiet(rig, hand, drain_timeout)
+            try:
+                out.summary["drained"] = await wait_until_quiet(rig, hand, drain_timeout)
+            except TimeoutError as e:
+                drain_problem: str | None = str(e)  # the checks below still run: they name what is stuck
+            else:
+                drain_problem = None
             out.summary["drain_s"] = round(time.monotonic() - t1, 1)
+            sim = await rig.sim_state()
+            out.summary["packs_out"] = {"sim": sorted(sim["out"]), "hand": sorted(hand.held)}
         finally:
             stop_chaos.set()
             stop_hand.set()
@@ -223,6 +251,9 @@ async def run_chaos(
                 t.cancel()
             await asyncio.gather(hand_task, *chaos, return_exceptions=True)
         out.problems, facts = await check_invariants(rig)
+        if drain_problem is not None:
+            facts["invariants"]["drained"] = False
+            out.problems.insert(0, drain_problem)
         out.summary.update(facts)
     except Exception as e:
         out.problems.append(f"run aborted: {type(e).__name__}: {e}")
