@@ -444,19 +444,7 @@ class RentalService:
             if done is not None:
                 return done  # a redelivered event
             rental_id = event.body.get("rental_id")
-            row = None
-            if rental_id:
-                row = conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().first()
-            if row is None and sn:
-                row = (
-                    conn.execute(
-                        select(rentals)
-                        .where(rentals.c.battery_sn == sn, rentals.c.status == "active")
-                        .order_by(rentals.c.start_wall.desc())
-                    )
-                    .mappings()
-                    .first()
-                )
+            row = rental_for_return(conn, rental_id, sn)
             if row is None or row["status"] != "active":
                 self._battery(conn, sn, "in_fleet", cabinet_id)
                 if (
@@ -893,6 +881,26 @@ class RentalService:
     @staticmethod
     def _set(conn: Connection, rental_id: str, **values: Any) -> None:
         conn.execute(update(rentals).where(rentals.c.id == rental_id).values(**values))
+
+
+def rental_for_return(conn: Connection, rental_id: str | None, sn: str | None) -> Any:
+    """The rental a return names, else the newest active rental of its battery (None: neither)."""
+    row = (
+        conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().first()
+        if rental_id
+        else None
+    )
+    if row is None and sn:
+        row = (
+            conn.execute(
+                select(rentals)
+                .where(rentals.c.battery_sn == sn, rentals.c.status == "active")
+                .order_by(rentals.c.start_wall.desc())
+            )
+            .mappings()
+            .first()
+        )
+    return row
 
 
 def _start_time(r: Mapping[Any, Any]) -> CabinetTime:

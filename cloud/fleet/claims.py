@@ -43,7 +43,7 @@ from cloud.errors import CloudError
 from cloud.fleet.commands import set_command_status
 from cloud.fleet.view import add_alert, insert_ignore
 from cloud.pricing import CabinetTime, ClockAnchor, true_time
-from cloud.rentals import CabinetEvent, RentalError, RentalService
+from cloud.rentals import CabinetEvent, RentalError, RentalService, rental_for_return
 from sync.messages import Telemetry
 
 log = logging.getLogger(__name__)
@@ -167,17 +167,7 @@ class ClaimChecks:
             return None  # applied before: a redelivery
         sn = ev.body.get("sn")
         rid = ev.body.get("rental_id")
-        row = conn.execute(select(rentals).where(rentals.c.id == rid)).mappings().first() if rid else None
-        if row is None and sn:
-            row = (
-                conn.execute(
-                    select(rentals)
-                    .where(rentals.c.battery_sn == sn, rentals.c.status == "active")
-                    .order_by(rentals.c.start_wall.desc())
-                )
-                .mappings()
-                .first()
-            )
+        row = rental_for_return(conn, rid, sn)
         if row is None or row["status"] != "active":
             return None
         if not sn or (row["battery_sn"] and row["battery_sn"] != sn):
