@@ -127,6 +127,9 @@ class Cabinet:
     exit_code: int = 0
     _closed: bool = False  # stop() closed the devices and the ledger (a second stop() does nothing)
     _unwritable_logged_at: float = -1e9
+    scan_errors: int = 0  # scans that failed with an unexpected error (logged, scanning went on)
+    _scan_error_key: str = ""
+    _scan_error_logged_at: float = -1e9
     exit_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     def request_exit(self, code: int, why: str) -> None:
@@ -281,6 +284,18 @@ class Cabinet:
                 if time.monotonic() - self._unwritable_logged_at > 60:
                     self._unwritable_logged_at = time.monotonic()
                     log.error("the card refuses writes, changes wait until it takes them again: %s", e)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # Any other failure is a bug: log it (once a minute for the same error, with the
+                # traceback) and keep scanning. A scan that keeps failing stops advancing
+                # last_scan_at, so the watchdog reports it and systemd restarts the cabinet.
+                key = f"{type(e).__name__}: {e}"
+                self.scan_errors += 1
+                if key != self._scan_error_key or time.monotonic() - self._scan_error_logged_at > 60:
+                    self._scan_error_key = key
+                    self._scan_error_logged_at = time.monotonic()
+                    log.exception("bus scan failed (%d so far), scanning goes on: %s", self.scan_errors, key)
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
 
     async def _backup_loop(self) -> None:

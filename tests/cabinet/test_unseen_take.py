@@ -46,3 +46,28 @@ async def test_pack_taken_from_an_unknown_board_and_returned_elsewhere_is_record
 async def _in_slot(rig, sn: str, slot: int) -> bool:
     b = await rig.ledger.battery(sn)
     return b is not None and (b.place, b.slot) == ("slot", slot)
+
+
+async def test_an_unexpected_error_in_a_scan_is_logged_once_and_scanning_goes_on(rig, caplog) -> None:
+    """Any error a scan meets (a bug) is logged with its traceback and the poller keeps going;
+    before, only ledger errors were caught and anything else ended the scanner silently."""
+    real = rig.controller.on_scan
+    failing = {"left": 5}
+
+    async def on_scan(obs):
+        if failing["left"] > 0:
+            failing["left"] -= 1
+            raise RuntimeError("boom in on_scan")
+        await real(obs)
+
+    rig.controller.on_scan = on_scan
+    with caplog.at_level("ERROR", logger="cabinet.service"):
+        await rig.until(lambda: failing["left"] == 0, what="five failing scans")
+        task = asyncio.create_task(rig.controller.rent(RentRequest("R-E1", "cloud", user="u1")))
+        await rig.until(lambda: rig.simcab.slot(1).presented, what="slot 1 to present its pack")
+        rig.simcab.take(1)
+        assert (await asyncio.wait_for(task, 10)).status == "started"  # later scans saw the take
+    assert rig.cab.scan_errors == 5
+    logged = [r for r in caplog.records if "bus scan failed" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info  # the same error once, with its traceback
+    assert rig.cab._health_problem() is None
