@@ -197,6 +197,16 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "rent",
+        "unreadable_wait_s",
+        float,
+        10.0,
+        "How long an eject, or its recovery after a restart, waits for a slot board that does"
+        " not answer before it gives up on seeing the take (longer than the bus backoff).",
+        min=0,
+        max=60,
+    ),
+    Key(
+        "rent",
         "pass_clock_skew_s",
         float,
         600.0,

@@ -40,6 +40,9 @@ class RentSettings:
     min_soc: int = 80
     eject_timeout_s: float = 30.0
     jam_timeout_s: float = 1.5
+    # how long an eject (or the recovery of one after a restart) waits for an unreadable slot's
+    # board to answer again before it gives up on seeing the take; longer than the bus backoff
+    unreadable_wait_s: float = 10.0
     max_slots_tried: int = 2  # a jam marks the slot faulty and tries one other slot
     fleet_sn_pattern: str = r"^PB[0-9A-F]{6}$"  # what the fleet's serial numbers look like
     hot_return_c: float = 50.0  # a battery returned at or above this is kept out of service
@@ -319,12 +322,41 @@ class Controller:
         await self._emit("rental_aborted", rental_id=req.rental_id, reason=reason, **where)
 
     async def _taken(self, eject: _Eject) -> bool:
-        """Wait up to the eject timeout for the presented battery to leave (bus and seat switch agree)."""
+        """Wait up to the eject timeout for the presented battery to leave (bus and seat switch agree).
+
+        If the slot's board is not answering when the timeout ends, a take could not have been
+        seen: wait up to ``unreadable_wait_s`` more for the board to answer, then decide on
+        what it reads. Without this, a board that missed a few deadlines during the eject
+        turned a real take into an aborted rental and an unexpected removal (issue 12.1).
+        """
         try:
             await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
         except TimeoutError:
+            pass
+        else:
+            return True
+        if self.observed.get(eject.slot, _UNKNOWN).known:
             return False
-        return True
+        log.warning("slot %d: its board does not answer, waiting for it to tell whether %s was taken",
+                    eject.slot, eject.sn)  # fmt: skip
+        await self._until_readable([eject], self.settings.unreadable_wait_s)
+        return eject.taken.is_set()
+
+    async def _until_readable(self, ejects: list[_Eject], timeout: float) -> None:
+        """Wait (at most ``timeout``) until one of ``ejects`` is taken or every slot reads known."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not any(e.taken.is_set() for e in ejects) and not all(
+            self.observed.get(e.slot, _UNKNOWN).known for e in ejects
+        ):
+            left = end - loop.time()
+            if left <= 0:
+                return
+            async with self._scanned:
+                try:
+                    await asyncio.wait_for(self._scanned.wait(), left)
+                except TimeoutError:
+                    return
 
     async def _eject(self, req: RentRequest, slot: int) -> RentOutcome | None:
         """Pulse one slot's lock; None when it jammed (the caller tries another slot)."""
@@ -462,6 +494,22 @@ class Controller:
             req = RentRequest(
                 rental.rental_id, rental.source or "cloud", rental.user, rental.pass_id, rental.cmd_id
             )
+            if unknown and not gone and not presented and not self._rent_lock.locked():
+                # A slot that could hold this rental's pack cannot be read (its board missed the
+                # first scan). Guard those slots like an eject in progress and decide once their
+                # board answers, instead of aborting a take that may have happened.
+                guards = [
+                    _Eject(s.slot, s.sn) for s in await self.ledger.slots() if s.slot in unknown and s.sn
+                ]
+                for g in guards:
+                    self._ejecting[g.slot] = g
+                await self._rent_lock.acquire()  # no other eject until this one is settled
+                task = asyncio.create_task(
+                    self._recover_unreadable(req, guards), name=f"recover-{req.rental_id}"
+                )
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                continue
             if len(gone) == 1 and not presented:
                 assert gone[0].sn is not None
                 log.warning("rental %s: its battery left slot %d while the cabinet was down", req.rental_id,
@@ -492,6 +540,46 @@ class Controller:
                     reason="interrupted",
                     source=rental.source or "cloud",
                 )
+
+    async def _recover_unreadable(self, req: RentRequest, guards: list[_Eject]) -> None:
+        """Settle (holding the rent lock taken by recover) a rental whose slots read unknown."""
+        try:
+            log.warning("rental %s: slots %s unreadable after the restart, waiting for their boards",
+                        req.rental_id, [g.slot for g in guards])  # fmt: skip
+            await self._until_readable(guards, self.settings.unreadable_wait_s)
+            obs = {g.slot: self.observed.get(g.slot, _UNKNOWN) for g in guards}
+            # taken: the slot reads empty with its seat switch open, or holds another pack now
+            taken = [
+                g for g in guards
+                if g.taken.is_set() or (obs[g.slot].has_battery and obs[g.slot].sn != g.sn)
+            ]  # fmt: skip
+            presented = [g for g in guards if obs[g.slot].present and not obs[g.slot].seated]
+            if len(taken) == 1 and not presented:
+                log.warning("rental %s: its battery left slot %d while the cabinet was down", req.rental_id,
+                            taken[0].slot)  # fmt: skip
+                await self._record_start(req, taken[0].sn, taken[0].slot)
+            elif len(presented) == 1 and not taken:
+                for g in guards:
+                    if g is not presented[0]:
+                        self._ejecting.pop(g.slot, None)
+                if await self._taken(presented[0]):
+                    await self._record_start(req, presented[0].sn, presented[0].slot)
+                else:
+                    await self._abort(req, "interrupted", presented[0].slot)
+            else:
+                log.warning(
+                    "rental %s interrupted by a restart: aborted (taken %s, presented %s, unreadable %s)",
+                    req.rental_id,
+                    [g.slot for g in taken],
+                    [g.slot for g in presented],
+                    [g.slot for g in guards if not obs[g.slot].known],
+                )
+                await self._abort(req, "interrupted")
+        finally:
+            for g in guards:
+                if self._ejecting.get(g.slot) is g:
+                    del self._ejecting[g.slot]
+            self._rent_lock.release()
 
     async def _finish_eject(self, req: RentRequest, eject: _Eject) -> None:
         """Wait (holding the rent lock taken by recover) for a presented battery to be taken."""

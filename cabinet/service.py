@@ -195,6 +195,7 @@ class Cabinet:
                 RentSettings(
                     min_soc=c["rent.min_soc"],
                     eject_timeout_s=c["rent.eject_timeout_s"],
+                    unreadable_wait_s=c["rent.unreadable_wait_s"],
                     jam_timeout_s=c["locks.jam_timeout_s"],
                 ),
             )

@@ -50,7 +50,11 @@ async def test_good_offline_pass_rents_a_battery(rig, cloud_keys) -> None:
     out = await asyncio.wait_for(task, 5)
     assert out.status == "started"
     started = (await rig.events("rental_started"))[0]
-    assert (started.body["source"], started.body["pass_id"], started.body["user"]) == ("pass", "PASS-1", "u-pass")
+    assert (started.body["source"], started.body["pass_id"], started.body["user"]) == (
+        "pass",
+        "PASS-1",
+        "u-pass",
+    )
     assert [e.body["pass_id"] for e in await rig.events("pass_used")] == ["PASS-1"]
 
 

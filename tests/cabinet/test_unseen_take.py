@@ -16,7 +16,27 @@ from cabinet.controller import RentRequest
 from hardware_sim.faults import Fault
 
 
-async def test_pack_taken_from_an_unknown_board_and_returned_elsewhere_is_recorded(rig) -> None:
+async def test_pack_taken_while_its_board_is_silent_is_started_once_the_board_answers(rig) -> None:
+    """The eject timeout ends while the slot's board does not answer: the cabinet waits (up to
+    ``rent.unreadable_wait_s``) for the board and then sees the take. Before, the rental was
+    aborted and the take recorded as an unexpected removal: a pack out on no rental."""
+    task = asyncio.create_task(rig.controller.rent(RentRequest("R-U0", "cloud", user="u1")))
+    await rig.until(lambda: rig.simcab.slot(1).presented, what="slot 1 to present its pack")
+    silent = rig.simcab.inject(Fault(kind="silent_board", board=1))
+    assert rig.simcab.take(1) == "PB000001"
+    await asyncio.sleep(rig.cab.config["rent.eject_timeout_s"] + 0.5)  # the eject timeout has passed
+    assert not task.done()  # still waiting for the board, not aborted
+    rig.simcab.clear(silent)
+    out = await asyncio.wait_for(task, 10)
+    assert (out.status, out.slot, out.sn) == ("started", 1, "PB000001")
+    kinds = [
+        e.type for e in await rig.events() if e.body.get("sn") == "PB000001" and e.type != "battery_seen"
+    ]
+    assert "battery_removed_unexpected" not in kinds
+
+
+async def test_pack_taken_from_an_unknown_board_and_returned_elsewhere_is_recorded(make_rig) -> None:
+    rig = await make_rig(rent={"unreadable_wait_s": 0.5})
     task = asyncio.create_task(rig.controller.rent(RentRequest("R-U1", "cloud", user="u1")))
     await rig.until(lambda: rig.simcab.slot(1).presented, what="slot 1 to present its pack")
     silent = rig.simcab.inject(Fault(kind="silent_board", board=1))

@@ -40,6 +40,35 @@ def _battery_at(rig: CrashRig, sn: str) -> tuple[str, int | None]:
     return (str(rows[0][0]), rows[0][1]) if rows else ("", None)
 
 
+async def test_pack_taken_while_down_is_started_once_the_silent_board_answers(make_crash_rig) -> None:
+    """The crash soak's 7 failures: killed mid-eject, the pack taken while the cabinet is down,
+    and the ejected slot's board unreadable at the restart. Recovery now guards the unreadable
+    slots, waits for their board and then records the rental as started (the bus and the seat
+    switch agree the slot is empty). Before, it aborted the rental and the take became an
+    unexpected removal: a pack out on no rental."""
+    rig = await make_crash_rig(reseat_s=5.0)
+    rental_id, slot, sn = await kill_during_eject(rig)
+    assert (await rig.post("/take", slot=slot))[0] == 200  # the renter takes it while the cabinet is down
+    status, fault = await rig.post("/inject", kind="silent_board", board=_board(slot))
+    assert status == 200, fault
+    pid, _ = await spawn_and_wait(rig, "idle", "ready")  # recovery: the ejected slot reads unknown
+    try:
+        assert requested_rentals(rig.ledger_path)  # not decided while the slot cannot be read
+        assert (await rig.post("/clear", id=fault["id"]))[0] == 200
+        await until(lambda: not requested_rentals(rig.ledger_path), what="recovery to settle the rental")
+        rental = _read_only(
+            rig.ledger_path, f"SELECT state, slot, sn FROM rentals WHERE rental_id = '{rental_id}'"
+        )
+        assert rental == [("open", slot, sn)]
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        raise
+    await stop(rig, pid)  # ledger verify passes
+    _, events = ledger_facts(rig.ledger_path)
+    assert not [e for e in events if e.type == "battery_removed_unexpected"]
+
+
 async def test_pack_taken_unseen_and_returned_elsewhere_keeps_the_cabinet_scanning(make_crash_rig) -> None:
     rig = await make_crash_rig(reseat_s=5.0)
     rental_id, slot, sn = await kill_during_eject(rig)
@@ -52,7 +81,10 @@ async def test_pack_taken_unseen_and_returned_elsewhere_keeps_the_cabinet_scanni
     )
     pid, _ = await spawn_and_wait(rig, "idle", "ready")  # recovery: the ejected slot reads unknown
     try:
-        await until(lambda: not requested_rentals(rig.ledger_path), what="recovery to settle the rental")
+        # recovery waits rent.unreadable_wait_s (10 s) for the board, which stays silent here
+        await until(
+            lambda: not requested_rentals(rig.ledger_path), timeout=25, what="recovery to settle the rental"
+        )
         rental = _read_only(
             rig.ledger_path, f"SELECT state, end_reason FROM rentals WHERE rental_id = '{rental_id}'"
         )
