@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.harness import run_chaos
-from tests.chaos.linkfault import netem_available
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -35,14 +34,3 @@ async def test_killing_broker_cabinet_and_cloud_loses_and_doubles_nothing(tmp_pa
     assert s["rental_started"] >= 5 and s["battery_returned"] >= 5, "renters rented and returned"
     assert s["ledger_events"] == s["cloud_events"] == s["drained"]["applied"]
     assert s["money_check_exit"] == 0 and s["ledger_verify_exit"] == 0
-
-
-def test_kernel_netem_on_the_cabinet_link() -> None:
-    """Packet loss, duplication and reordering need the kernel's netem; say plainly when it is missing."""
-    probe = netem_available()
-    if not probe.ok:
-        pytest.skip(
-            f"netem not possible on this machine ({probe.reason}); the chaos test used its userspace "
-            "link faults (delay, jitter, stalls, cuts) instead"
-        )
-    pytest.skip("netem is available here, but the chaos rig does not route the cabinet through a netns yet")
