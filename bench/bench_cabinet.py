@@ -53,7 +53,9 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q * len(s)) - 1))]
 
 
-def config_data(data_dir: Path, pty: str, cloud_key: str, web_port: int | None) -> dict[str, dict[str, Any]]:
+def config_data(
+    data_dir: Path, pty: str, cloud_key: str, web_port: int | None, gpio: str
+) -> dict[str, dict[str, Any]]:
     return {
         "cabinet": {"id": "CAB-BENCH", "data_dir": str(data_dir), "slots": SLOTS, "backup_interval_s": 3600},
         "bus": {
@@ -63,7 +65,7 @@ def config_data(data_dir: Path, pty: str, cloud_key: str, web_port: int | None) 
             "retries": 0,
             "poll_interval_s": POLL_S,
         },
-        "locks": {"pin_factory": "cabinetsim", "pulse_s": 0.05, "jam_timeout_s": 0.5},
+        "locks": {"pin_factory": "cabinetsim", "sim_address": gpio, "pulse_s": 0.05, "jam_timeout_s": 0.5},
         "rent": {"min_soc": 50, "eject_timeout_s": 5.0},
         "sync": {"enabled": False, "cloud_keys": [cloud_key]},
         "web": {"enabled": web_port is not None, "host": "127.0.0.1", "port": web_port or 8080},
@@ -110,10 +112,15 @@ async def measure_latency(n: int, tmp: Path) -> dict[str, Any]:
     signer = Signer(generate_private_key(), "k1")
     async with SimServer(SimConfig(slots=SLOTS, slots_per_board=4, seed=1, fill=0.0), speed=1.0) as sim:
         fill(sim.cabinet)
-        os.environ["CABINET_SIM_GPIO"] = str(sim.gpio_address)
         cab = Cabinet(
             cfg.from_dict(
-                config_data(tmp / "lat", str(sim.pty_path), f"k1:{public_key_b64(signer.public_key)}", None),
+                config_data(
+                    tmp / "lat",
+                    str(sim.pty_path),
+                    f"k1:{public_key_b64(signer.public_key)}",
+                    None,
+                    sim.gpio_address,
+                ),
                 "<bench>",
             )
         )
@@ -190,13 +197,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def run_process(config_path: Path, sim_gpio: str, scans: int, log: Path) -> dict[str, float]:
+async def run_process(config_path: Path, scans: int, log: Path) -> dict[str, float]:
     """One ``cabinet run``: seconds to READY, RSS at READY and after ``scans`` scan intervals."""
     sock_path = config_path.with_name(f"notify-{time.monotonic_ns()}.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.setblocking(False)
-    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "CABINET_SIM_GPIO": sim_gpio}
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
     loop = asyncio.get_running_loop()
     with open(log, "ab") as err:  # noqa: ASYNC230  opened once per process start
         t0 = time.perf_counter()
@@ -255,7 +262,11 @@ async def measure_process(scans: int, starts: int, tmp: Path) -> dict[str, Any]:
     async with SimServer(SimConfig(slots=SLOTS, slots_per_board=4, seed=1, fill=0.0), speed=1.0) as sim:
         fill(sim.cabinet)
         data = config_data(
-            tmp / "proc", str(sim.pty_path), f"k1:{public_key_b64(signer.public_key)}", free_port()
+            tmp / "proc",
+            str(sim.pty_path),
+            f"k1:{public_key_b64(signer.public_key)}",
+            free_port(),
+            str(sim.gpio_address),
         )
         path = tmp / "cabinet.toml"
         path.write_text(to_toml(data))
@@ -264,9 +275,7 @@ async def measure_process(scans: int, starts: int, tmp: Path) -> dict[str, Any]:
             bare.append(await asyncio.to_thread(timed_python, "pass"))
             imports.append(await asyncio.to_thread(timed_python, IMPORTS))
             last = i == starts - 1
-            runs.append(
-                await run_process(path, str(sim.gpio_address), scans if last else 0, tmp / "cabinet.log")
-            )
+            runs.append(await run_process(path, scans if last else 0, tmp / "cabinet.log"))
     return {
         "runs": runs,
         "scans": scans,

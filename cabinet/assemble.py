@@ -1,34 +1,81 @@
 """Builds the parts that run beside the bus poller and the controller, each from its config section.
 
-Called by ``Cabinet.start()`` once the ledger and the controller exist: the sync agent (with
-its trust store and command handler), the offline pass desk, and later the web UI and health.
+Called by the composition root (``cabinet.service.Cabinet``) once the ledger, the bus and the
+controller exist. Every builder gets what its part needs (:class:`Deps`), never the whole
+cabinet, and this module imports nothing from ``cabinet.service``. :func:`build_parts` returns
+the parts (:class:`Parts`); the root starts them in :meth:`Parts.in_start_order` and stops
+them in reverse.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from cabinet.commands import CommandHandler
 from cabinet.conditions import ConditionWatch
-from cabinet.config import ConfigError, check_value
+from cabinet.config import Config
+from cabinet.controller import Controller
 from cabinet.health import Health
 from cabinet.model_update import ModelStore, ModelUpdater
 from cabinet.passes import PassDesk
 from cabinet.sync_agent import SyncAgent, SyncSettings
+from cabinet.telemetry import TelemetryStore
 from cabinet.trust import Trust
+from sync.config import Config as SignedConfig
 from sync.messages import SlotSample
 from sync.transport import MqttOptions, MqttTransport, TlsOptions
-
-if TYPE_CHECKING:
-    from cabinet.service import Cabinet
 
 log = logging.getLogger(__name__)
 
 
-def mqtt_options(c: Any) -> MqttOptions:
+class Part(Protocol):
+    """What the composition root starts and stops."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Deps:
+    """What the parts built here may use."""
+
+    config: Config
+    ledger: Any  # AsyncLedger, or None when the ledger is unusable
+    controller: Controller | None
+    telemetry: TelemetryStore
+    bus: Any  # drivers.battery_bus.BatteryBus
+    request_exit: Callable[[int, str], None]
+    on_config: Callable[[SignedConfig], None]  # the root applies a signed config's settings
+    status: Callable[[], dict[str, Any]]  # versions and counts for the retained state
+    last_scan_wall: Callable[[], float]
+    web_host: Any = None  # what the web UI is built on (cabinet.web narrows it to its own interface)
+
+
+@dataclass
+class Parts:
+    """The parts beside the poller, as built for this config (None: not configured)."""
+
+    trust: Trust
+    web: Any = None  # cabinet.web.WebUI (imported only when enabled: aiohttp and jinja)
+    passes: PassDesk | None = None
+    scanner: Any = None  # cabinet.scanner.Scanner (imported only when a code reader is configured)
+    health: Health | None = None
+    model_updater: ModelUpdater | None = None
+    conditions: ConditionWatch | None = None
+    sync: SyncAgent | None = None
+
+    def in_start_order(self) -> list[Part]:
+        """The web UI first (it must show a broken ledger loudly), the sync agent last (it
+        announces the cabinet online once everything it reports on runs)."""
+        order = (self.web, self.scanner, self.health, self.conditions, self.sync)
+        return [p for p in order if p is not None]
+
+
+def mqtt_options(c: Config) -> MqttOptions:
     """Transport options from the [sync] section."""
     tls = None
     if c["sync.tls"]:
@@ -42,16 +89,16 @@ def mqtt_options(c: Any) -> MqttOptions:
     )
 
 
-def samples_of(cab: Cabinet) -> list[SlotSample]:
+def samples_of(controller: Controller | None, at: float) -> list[SlotSample]:
     """The latest observation of every slot with a battery, in the wire's integer units."""
     out = []
-    for ob in cab.controller.observed.values() if cab.controller else ():
+    for ob in controller.observed.values() if controller else ():
         if not ob.has_battery:
             continue
         out.append(
             SlotSample(
                 slot=ob.slot,
-                at=cab.last_scan_wall,
+                at=at,
                 battery=ob.sn,
                 soc=max(0, min(100, ob.soc)),
                 voltage_mv=max(0, min(65535, round(ob.voltage_v * 1000))),
@@ -63,122 +110,88 @@ def samples_of(cab: Cabinet) -> list[SlotSample]:
     return out
 
 
-def build_extras(cab: Cabinet) -> list[Any]:
-    """The optional parts in start order; the cabinet keeps references it needs (trust, passes, sync)."""
-    c = cab.config
-    parts: list[Any] = []
-    cab.trust = Trust(c["cabinet.id"], c["sync.cloud_keys"], c.data_dir, c["rent.pass_clock_skew_s"])
-    cab.trust.load_saved()
-    if c["web.enabled"]:  # before the early return: the UI must show a broken ledger loudly
-        from cabinet.web import WebUI
+def build_trust(c: Config) -> Trust:
+    trust = Trust(c["cabinet.id"], c["sync.cloud_keys"], c.data_dir, c["rent.pass_clock_skew_s"])
+    trust.load_saved()
+    return trust
 
-        cab.web = WebUI(cab)
-        parts.append(cab.web)
-    if cab.controller is None:
-        return parts
-    cab.controller.deny_list = lambda: cab.trust.denied
-    cab.passes = PassDesk(
-        cab.controller, cab.trust.verifier, lambda: cab.trust.revoked, c["rent.max_offline_rentals_per_pass"]
-    )
-    if c["kiosk.code_reader_port"]:
-        from cabinet.scanner import Scanner
 
-        def publish(kind: str, data: dict[str, Any]) -> None:
-            if cab.web is not None:
-                cab.web.hub.publish(kind, data)
+def build_web(c: Config, host: Any) -> Any:
+    from cabinet.web import WebUI
 
-        parts.append(
-            Scanner(c["kiosk.code_reader_port"], c["kiosk.code_reader_baudrate"], cab.passes, publish)
-        )
-    if cab.trust.config is not None:
-        apply_config_body(cab, cab.trust.config)
+    return WebUI(host)
+
+
+def build_passes(c: Config, controller: Controller, trust: Trust) -> PassDesk:
+    controller.deny_list = lambda: trust.denied
+    return PassDesk(controller, trust.verifier, lambda: trust.revoked, c["rent.max_offline_rentals_per_pass"])
+
+
+def build_scanner(c: Config, passes: PassDesk, web: Any) -> Any:
+    from cabinet.scanner import Scanner
+
+    def publish(kind: str, data: dict[str, Any]) -> None:
+        if web is not None:
+            web.hub.publish(kind, data)
+
+    return Scanner(c["kiosk.code_reader_port"], c["kiosk.code_reader_baudrate"], passes, publish)
+
+
+def build_health(c: Config, ledger: Any, telemetry: TelemetryStore) -> tuple[Health, ModelUpdater]:
     models = ModelStore(c.data_dir / "models")
     model_path = c["health.model_path"] or models.current() or None
-    cab.health = Health(
-        cab.ledger,
-        cab.telemetry,
+    health = Health(
+        ledger,
+        telemetry,
         str(model_path) if model_path else None,
         risk_quarantine=c["health.risk_quarantine"],
         interval_s=c["health.interval_s"],
     )
-    cab.model_updater = ModelUpdater(models, cab.health)
-    parts.append(cab.health)
-    parts.append(ConditionWatch(cab))  # board down/up, empty/full, certificate expiry -> ledger
+    return health, ModelUpdater(models, health)
+
+
+def build_sync(d: Deps, controller: Controller, trust: Trust, models: ModelUpdater) -> SyncAgent:
+    c = d.config
+    commands = CommandHandler(d.ledger, controller, trust, request_exit=d.request_exit, models=models)
+    agent = SyncAgent(
+        c["cabinet.id"],
+        d.ledger,
+        MqttTransport(mqtt_options(c)),
+        commands,
+        trust,
+        SyncSettings(
+            batch_max_events=c["sync.batch_max_events"],
+            batch_max_bytes=c["sync.batch_max_bytes"],
+            window=c["sync.window"],
+            telemetry_interval_s=c["sync.telemetry_interval_s"],
+        ),
+        on_config=d.on_config,
+        status=d.status,
+        samples=lambda: samples_of(controller, d.last_scan_wall()),
+        on_model_chunk=models.on_chunk,
+    )
+    controller.listeners.append(lambda *_: agent.wake())
+    return agent
+
+
+def build_parts(d: Deps) -> Parts:
+    """Every part beside the poller, in dependency order; none is started here."""
+    c = d.config
+    parts = Parts(trust=build_trust(c))
+    if c["web.enabled"]:  # even without a ledger: the UI must show a broken ledger loudly
+        parts.web = build_web(c, d.web_host)
+    if d.controller is None or d.ledger is None:
+        return parts
+    parts.passes = build_passes(c, d.controller, parts.trust)
+    if c["kiosk.code_reader_port"]:
+        parts.scanner = build_scanner(c, parts.passes, parts.web)
+    if parts.trust.config is not None:
+        d.on_config(parts.trust.config)
+    parts.health, parts.model_updater = build_health(c, d.ledger, d.telemetry)
     if c["sync.enabled"]:
-        commands = CommandHandler(cab.ledger, cab.controller, cab.trust, hooks=command_hooks(cab))
-        cab.sync = SyncAgent(
-            c["cabinet.id"],
-            cab.ledger,
-            MqttTransport(mqtt_options(c)),
-            commands,
-            cab.trust,
-            SyncSettings(
-                batch_max_events=c["sync.batch_max_events"],
-                batch_max_bytes=c["sync.batch_max_bytes"],
-                window=c["sync.window"],
-                telemetry_interval_s=c["sync.telemetry_interval_s"],
-            ),
-            on_config=lambda cfg: apply_config_body(cab, cfg),
-            status=cab.status_summary,
-            samples=lambda: samples_of(cab),
-            on_model_chunk=cab.model_updater.on_chunk,
-        )
-        cab.controller.listeners.append(lambda *_: cab.sync.wake())
-        parts.append(cab.sync)
+        parts.sync = build_sync(d, d.controller, parts.trust, parts.model_updater)
+    sync = parts.sync
+    parts.conditions = ConditionWatch(  # board down/up, empty/full, certificate expiry -> ledger
+        c, d.ledger, d.bus, d.controller, wake=sync.wake if sync is not None else None
+    )
     return parts
-
-
-def apply_config_body(cab: Cabinet, config: Any) -> None:
-    """Settings the cloud controls take effect at once (deny list and keys are read through trust)."""
-    body = config.body
-    if body.rentable_min_soc is not None and cab.controller is not None:
-        cab.controller.settings = replace(cab.controller.settings, min_soc=body.rentable_min_soc)
-    if body.power_budget_w is not None:
-        cab.power_budget_w = float(body.power_budget_w)
-    if body.tariff is not None:
-        cab.tariff = body.tariff
-
-
-#: Settings a ``set_config`` command may change at run time (others need a config file change).
-RUNTIME_SETTINGS = {"rent.min_soc": ("min_soc", int), "rent.eject_timeout_s": ("eject_timeout_s", float)}
-
-
-def command_hooks(cab: Cabinet) -> dict[str, Any]:
-    """Handlers for the commands that act on the process rather than on slots."""
-
-    async def restart(cmd: Any) -> tuple[bool, str]:
-        cab.request_exit(75, f"restart asked by the cloud: {cmd.args.get('reason', '')}")
-        return True, "restarting"
-
-    async def reboot(cmd: Any) -> tuple[bool, str]:
-        proc = await asyncio.create_subprocess_exec(
-            "systemctl", "reboot", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        out, _ = await proc.communicate()
-        return (
-            proc.returncode == 0,
-            f"systemctl reboot: exit {proc.returncode} {out.decode(errors='replace')[:200]}",
-        )
-
-    async def set_config(cmd: Any) -> tuple[bool, str]:
-        settings = dict(cmd.args["settings"])
-        unknown = sorted(set(settings) - set(RUNTIME_SETTINGS))
-        if unknown:
-            return (
-                False,
-                f"not settable at run time: {', '.join(unknown)} (settable: {', '.join(RUNTIME_SETTINGS)})",
-            )
-        changes = {}
-        for key, value in settings.items():
-            field_name, _ = RUNTIME_SETTINGS[key]
-            try:
-                changes[field_name] = check_value(key, value, f"set_config {cmd.cmd_id}")
-            except ConfigError as e:
-                return False, str(e)
-        cab.controller.settings = replace(cab.controller.settings, **changes)
-        return True, f"applied {', '.join(f'{k}={v}' for k, v in settings.items())}"
-
-    async def model_update(cmd: Any) -> tuple[bool, str]:
-        return await cab.model_updater.apply(cmd)
-
-    return {"restart": restart, "reboot": reboot, "set_config": set_config, "model_update": model_update}

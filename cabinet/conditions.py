@@ -23,14 +23,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cabinet.controller import INVENTORY_SCANS
+from cabinet.config import Config
+from cabinet.controller import INVENTORY_SCANS, Controller
 from cabinet.ledger.events import decode_body
-
-if TYPE_CHECKING:
-    from cabinet.service import Cabinet
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +69,16 @@ def recorded_conditions(lg: Any) -> tuple[set[int], tuple[bool, bool], set[str]]
 class ConditionWatch:
     """A cabinet part: after each bus scan period, compares the conditions with what is recorded."""
 
-    def __init__(self, cab: Cabinet) -> None:
-        self.cab = cab
-        c = cab.config
+    def __init__(
+        self,
+        c: Config,
+        ledger: Any,  # AsyncLedger
+        bus: Any,  # drivers.battery_bus.BatteryBus: health() per board
+        controller: Controller | None,
+        wake: Callable[[], None] | None = None,  # the sync agent: send what was recorded now
+    ) -> None:
+        self.ledger, self.bus, self.controller, self.wake = ledger, bus, controller, wake
+        self.slots = c["cabinet.slots"]
         self.interval_s = c["bus.poll_interval_s"]
         self.hold_s = c["alerts.stock_hold_s"]
         self.cert_warn_days = c["alerts.cert_warn_days"]
@@ -88,7 +94,7 @@ class ConditionWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.boards_down, self.stock, self.expiring = await self.cab.ledger.run(recorded_conditions)
+        self.boards_down, self.stock, self.expiring = await self.ledger.run(recorded_conditions)
         self._task = asyncio.create_task(self._run(), name="conditions")
 
     async def stop(self) -> None:
@@ -115,14 +121,14 @@ class ConditionWatch:
             self._certs_checked_at = time.monotonic()
 
     async def _record(self, type_: str, **body: Any) -> None:
-        await self.cab.ledger.record(type_, **body)
+        await self.ledger.record(type_, **body)
         log.warning("condition recorded: %s %s", type_, body)
-        if self.cab.sync is not None:
-            self.cab.sync.wake()
+        if self.wake is not None:
+            self.wake()
 
     async def check_boards(self) -> None:
         on_bus = set()
-        for h in self.cab.bus.health():
+        for h in self.bus.health():
             on_bus.add(h.unit_id)
             if h.isolated and h.unit_id not in self.boards_down:
                 await self._record("board_down", board=h.unit_id, first_slot=h.slots[0], last_slot=h.slots[-1],
@@ -137,13 +143,13 @@ class ConditionWatch:
 
     async def stock_counts(self) -> tuple[int, int] | None:
         """(rentable batteries, free slots), or None while the controller still takes stock."""
-        ctl = self.cab.controller
+        ctl = self.controller
         if ctl is None or ctl.scans <= INVENTORY_SCANS or ctl.refusing:
             return None
         rentable = len(await ctl.rentable_slots())
-        held = {s.slot: s for s in await self.cab.ledger.slots()}
+        held = {s.slot: s for s in await self.ledger.slots()}
         free = 0
-        for slot in range(1, self.cab.config["cabinet.slots"] + 1):
+        for slot in range(1, self.slots + 1):
             ob, s = ctl.observed.get(slot), held.get(slot)
             if ob is None or not ob.known or ob.present:
                 continue

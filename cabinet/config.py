@@ -48,6 +48,16 @@ class Key:
         return f"{self.section}.{self.name}"
 
 
+def _host_port_problem(value: str) -> str | None:
+    """What is wrong with an optional ``HOST:PORT`` value, or None ("" is allowed: not set)."""
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "is not HOST:PORT"
+    return None
+
+
 def _bus_url_problem(url: str) -> str | None:
     """What is wrong with a ``bus.url`` (the same rule ``cabinet run`` applies), or None."""
     if url.startswith("serial://"):
@@ -157,6 +167,15 @@ KEYS: tuple[Key, ...] = (
         "lgpio",
         "gpiozero pin factory: lgpio on a Pi, mock in tests, cabinetsim for the simulator.",
         choices=("lgpio", "rpigpio", "native", "mock", "cabinetsim"),
+    ),
+    Key(
+        "locks",
+        "sim_address",
+        str,
+        "",
+        "HOST:PORT of the simulator's GPIO link, for pin_factory = cabinetsim (empty: the"
+        " CABINET_SIM_GPIO environment variable, as gpiozero's own GPIOZERO_PIN_FACTORY use needs).",
+        rule=_host_port_problem,
     ),
     Key(
         "locks",

@@ -13,18 +13,26 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from cabinet import charging
 from cabinet import config as cfg
+from cabinet.assemble import Deps, Part, Parts, build_parts
+from cabinet.conditions import ConditionWatch
 from cabinet.controller import Controller, RentSettings
+from cabinet.health import Health
 from cabinet.ledger import AsyncLedger, Backups, LedgerCorrupt, LedgerError, LedgerUnwritable
+from cabinet.model_update import ModelUpdater
 from cabinet.observations import Observation
+from cabinet.passes import PassDesk
+from cabinet.sync_agent import SyncAgent
 from cabinet.telemetry import HardwareClock, TelemetryStore
+from cabinet.trust import Trust
 from cabinet.watchdog import Watchdog, notify
+from sync.config import Config as SignedConfig
 
 log = logging.getLogger("cabinet")
 
@@ -51,8 +59,9 @@ def bus_port(url: str) -> str:
     return "socket://" + url.removeprefix("tcp://")
 
 
-def pin_factory(name: str) -> Any:
-    """The gpiozero pin factory called ``name`` (as GPIOZERO_PIN_FACTORY would choose it)."""
+def pin_factory(name: str, sim_address: str = "") -> Any:
+    """The gpiozero pin factory called ``name`` (as GPIOZERO_PIN_FACTORY would choose it);
+    ``cabinetsim`` is given the simulator's GPIO link address (``locks.sim_address``)."""
     if name == "mock":
         from gpiozero.pins.mock import MockFactory
 
@@ -60,7 +69,8 @@ def pin_factory(name: str) -> Any:
     why = cfg.pin_factory_problem(name)
     if why:
         raise cfg.ConfigError(f"locks.pin_factory = {name!r} {why}")
-    return next(iter(entry_points(group="gpiozero_pin_factories", name=name))).load()()
+    factory = next(iter(entry_points(group="gpiozero_pin_factories", name=name))).load()
+    return factory(sim_address) if name == "cabinetsim" and sim_address else factory()
 
 
 def to_observation(r: Any) -> Observation:
@@ -97,26 +107,34 @@ async def cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
 
 @dataclass
 class Cabinet:
-    """All parts of one running cabinet."""
+    """The composition root: every part of one running cabinet, started in one written-down order.
+
+    Start order (:meth:`start`; :meth:`stop` goes backwards):
+
+    1. ledger (``data_dir/ledger.db``; a damaged one is kept, and the cabinet refuses to rent)
+    2. battery bus (Modbus RTU), then the pin factory and the lock bank (GPIO)
+    3. telemetry store; controller, its recovery of rentals a restart interrupted; backups
+    4. bus poller (scan -> controller, telemetry, charging)
+    5. the parts of :func:`cabinet.assemble.build_parts`, in ``Parts.in_start_order()``:
+       web UI, code reader, health (fault model), conditions, sync agent
+    6. watchdog (READY once all of the above runs)
+
+    ``pin_factory`` may be given as an object (gpiozero's ``pin_factory=``); it is then the
+    caller's to close. Otherwise it is made from ``locks.pin_factory`` and closed by stop().
+    """
 
     config: cfg.Config
+    pin_factory: Any = None
     ledger: AsyncLedger | None = None
     ledger_problem: str | None = None
-    bus: Any = None
-    locks: Any = None
-    pin_factory: Any = None
+    bus: Any = None  # drivers.battery_bus.BatteryBus (imported at start: pymodbus)
+    locks: Any = None  # drivers.locks.LockBank (imported at start: gpiozero)
     controller: Controller | None = None
     telemetry: TelemetryStore | None = None
     backups: Backups | None = None
     watchdog: Watchdog | None = None
-    extras: list[Any] = field(default_factory=list)  # sync agent, health, web: start()/stop()
-    trust: Any = None
-    web: Any = None
-    health: Any = None
-    model_updater: Any = None
-    passes: Any = None
-    sync: Any = None
-    tariff: Any = None
+    parts: Parts | None = None
+    tariff: Any = None  # sync.config tariff from the signed config; None: none received
     power_budget_w: float | None = None  # from signed config; None: the config file's value
     last_scan_wall: float = 0.0
     started_at: float = field(default_factory=time.monotonic)
@@ -126,11 +144,52 @@ class Cabinet:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     exit_code: int = 0
     _closed: bool = False  # stop() closed the devices and the ledger (a second stop() does nothing)
+    _owns_pin_factory: bool = False
+    _started: list[Part] = field(default_factory=list)  # parts started, in order
     _unwritable_logged_at: float = -1e9
     scan_errors: int = 0  # scans that failed with an unexpected error (logged, scanning went on)
     _scan_error_key: str = ""
     _scan_error_logged_at: float = -1e9
     exit_requested: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # the parts beside the poller (None before start, or when not configured)
+    @property
+    def trust(self) -> Trust | None:
+        return self.parts.trust if self.parts else None
+
+    @property
+    def web(self) -> Any:
+        return self.parts.web if self.parts else None
+
+    @property
+    def passes(self) -> PassDesk | None:
+        return self.parts.passes if self.parts else None
+
+    @property
+    def health(self) -> Health | None:
+        return self.parts.health if self.parts else None
+
+    @property
+    def model_updater(self) -> ModelUpdater | None:
+        return self.parts.model_updater if self.parts else None
+
+    @property
+    def sync(self) -> SyncAgent | None:
+        return self.parts.sync if self.parts else None
+
+    @property
+    def conditions(self) -> ConditionWatch | None:
+        return self.parts.conditions if self.parts else None
+
+    def apply_signed_config(self, config: SignedConfig) -> None:
+        """Settings the cloud controls take effect at once (deny list and keys are read through trust)."""
+        body = config.body
+        if body.rentable_min_soc is not None and self.controller is not None:
+            self.controller.settings = replace(self.controller.settings, min_soc=body.rentable_min_soc)
+        if body.power_budget_w is not None:
+            self.power_budget_w = float(body.power_budget_w)
+        if body.tariff is not None:
+            self.tariff = body.tariff
 
     def request_exit(self, code: int, why: str) -> None:
         """Ask the process to stop cleanly with ``code`` (systemd restarts it on a non-zero code)."""
@@ -172,7 +231,11 @@ class Cabinet:
         )
         await self.bus.start()
         # a pin factory may block while it connects (the simulator's link): keep it off the loop
-        self.pin_factory = await asyncio.to_thread(pin_factory, c["locks.pin_factory"])
+        if self.pin_factory is None or self._owns_pin_factory:
+            self.pin_factory = await asyncio.to_thread(
+                pin_factory, c["locks.pin_factory"], c["locks.sim_address"]
+            )
+            self._owns_pin_factory = True
         from gpiozero.exc import PinInvalidPin
 
         try:
@@ -204,10 +267,22 @@ class Cabinet:
             self.backups = Backups(self.ledger_path, c.data_dir / "backups", keep=c["cabinet.backups_kept"])
             self._tasks.append(asyncio.create_task(self._backup_loop(), name="backups"))
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="bus-poller"))
-        from cabinet.assemble import build_extras
-
-        self.extras = build_extras(self) + self.extras
-        for part in self.extras:
+        self.parts = build_parts(
+            Deps(
+                config=c,
+                ledger=self.ledger,
+                controller=self.controller,
+                telemetry=self.telemetry,
+                bus=self.bus,
+                request_exit=self.request_exit,
+                on_config=self.apply_signed_config,
+                status=self.status_summary,
+                last_scan_wall=lambda: self.last_scan_wall,
+                web_host=self,
+            )
+        )
+        for part in self.parts.in_start_order():
+            self._started.append(part)  # stopped by stop() even if its start fails halfway
             await part.start()
         self.watchdog = Watchdog([self._health_problem])
         await self.watchdog.start()
@@ -340,17 +415,19 @@ class Cabinet:
         if self.watchdog:
             await self.watchdog.stop()
             self.watchdog = None
-        for part in reversed(self.extras):
-            with contextlib.suppress(Exception):
+        for part in reversed(self._started):
+            try:
                 await part.stop()
-        self.extras = []
+            except Exception:
+                log.exception("stopping %s failed", type(part).__name__)
+        self._started = []
         await cancel_and_wait(self._tasks)
         closers: list[tuple[str, Any]] = [
             ("controller", self.controller.stop if self.controller else None),
             ("bus", self.bus.close if self.bus else None),
             ("locks", self.locks.close if self.locks else None),
             # the simulator's GPIO link, lgpio's chip handle
-            ("pin factory", self.pin_factory.close if self.pin_factory is not None else None),
+            ("pin factory", self.pin_factory.close if self._owns_pin_factory and self.pin_factory else None),
             ("telemetry", self.telemetry.close if self.telemetry else None),
             ("ledger", self.ledger.close if self.ledger else None),
         ]

@@ -46,7 +46,7 @@ from cloud.fleet import (
     load_or_create_key,
     mqtt_options_from,
 )
-from cloud.fleet.alerting import alert_watch_ctx
+from cloud.fleet.alerting import AlertWatch
 from cloud.fleet.http import FleetHandlers
 from cloud.params import decimal
 from cloud.payments import SIGNATURE_HEADER, SandboxProvider, WebhookInbox, WebhookRejected
@@ -191,6 +191,16 @@ def create_app(
         app.cleanup_ctx.append(alert_watch_ctx)  # silent cabinets, certificate and CRL expiry
     app.on_cleanup.append(_dispose)
     return app
+
+
+async def alert_watch_ctx(app: Any) -> AsyncIterator[None]:
+    """aiohttp cleanup context: runs ``AlertWatch`` beside the fleet link."""
+    ctx = app[CTX]
+    task = asyncio.create_task(AlertWatch(ctx.engine, ctx.config, ctx.clock).loop(), name="fleet-alerts")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _sweeper(app: web.Application) -> AsyncIterator[None]:

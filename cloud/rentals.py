@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, upda
 from sqlalchemy.exc import IntegrityError
 
 from cloud import money
+from cloud.alerts import add_alert
 from cloud.billing import Billing, rental_money
 from cloud.db import (
     batteries,
@@ -698,8 +699,6 @@ class RentalService:
                 )
             self._try_hold(rental_id)  # passes issued before holds at issue (migration 0005) land here too
         if used > p["max_rentals"]:
-            from cloud.fleet.view import add_alert  # here: cloud.fleet imports this module
-
             now = self.clock()
             with self.engine.begin() as conn:
                 add_alert(

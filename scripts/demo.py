@@ -261,7 +261,7 @@ class Demo:
         conf.write_text(
             f'[cabinet]\nid = "{cab_id}"\ndata_dir = "{d / "data"}"\nslots = {self.slots}\n\n'
             f'[bus]\nurl = "serial://{pty}"\nslots_per_board = 4\ntimeout_s = 0.2\npoll_interval_s = 1.0\n\n'
-            '[locks]\npin_factory = "cabinetsim"\n\n'
+            f'[locks]\npin_factory = "cabinetsim"\nsim_address = "127.0.0.1:{gpio}"\n\n'
             "[health]\ninterval_s = 20\n\n[charging]\npower_budget_w = 200\n\n"
             f'[sync]\nbroker_host = "127.0.0.1"\nbroker_port = {broker_port}\ntls = false\ntelemetry_interval_s = 10\n'
             f"cloud_keys = [{keys}]\n\n"
@@ -271,7 +271,6 @@ class Demo:
         cab = self.spawn(
             cab_id,
             [str(BIN / "cabinet"), "run", "--config", str(conf)],
-            env={"CABINET_SIM_GPIO": f"127.0.0.1:{gpio}"},
         )
         wait_until(lambda: (d / "data" / "ledger.db").exists(), 30, f"cabinet {cab_id}", [cab, sim])
         self.cabs.append({"id": cab_id, "control": control, "web": web_port, "proc": cab})

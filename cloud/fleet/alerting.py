@@ -17,26 +17,25 @@ Sources (docs/fleet.md, "Alerts"):
   uses (``mqtt_ca_file``, ``mqtt_cert_file``, the provisioning CA and its CRL) close to expiry
   raise ``cert_expiring`` / ``crl_expiring`` under the cabinet id ``*`` (the fleet).
 
-Point alerts (one event: a security event, a quarantine, a failed command; ``view.add_alert``)
+Point alerts (one event: a security event, a quarantine, a failed command; ``cloud.alerts.add_alert``)
 have no key; they end when an operator acknowledges them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
+from cloud.alerts import insert_ignore
 from cloud.db import fleet_alerts, fleet_cabinets
-from cloud.fleet import view
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ def raise_alert(
     ).rowcount
     if moved:
         return False
-    view.insert_ignore(  # a second worker's insert at the same moment hits the one-open-per-key index
+    insert_ignore(  # a second worker's insert at the same moment hits the one-open-per-key index
         conn,
         fleet_alerts,
         {
@@ -256,18 +255,6 @@ class AlertWatch:
             except Exception:  # a database hiccup must not stop the next check
                 log.exception("alerts: periodic check failed")
             await asyncio.sleep(self.config.alert_check_interval_s)
-
-
-async def alert_watch_ctx(app: Any) -> AsyncIterator[None]:
-    """aiohttp cleanup context: runs ``AlertWatch`` beside the fleet link."""
-    from cloud.app import CTX
-
-    ctx = app[CTX]
-    task = asyncio.create_task(AlertWatch(ctx.engine, ctx.config, ctx.clock).loop(), name="fleet-alerts")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def _utc(t: Any) -> str:

@@ -38,10 +38,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
+from cloud.alerts import add_alert, insert_ignore
 from cloud.db import cabinet_claims, cabinets, clock_anchors, commands, passes, rentals
 from cloud.errors import CloudError
 from cloud.fleet.commands import set_command_status
-from cloud.fleet.view import add_alert, insert_ignore
 from cloud.pricing import CabinetTime, ClockAnchor, true_time
 from cloud.rentals import CabinetEvent, RentalError, RentalService, rental_for_return
 from sync.messages import Telemetry

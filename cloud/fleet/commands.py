@@ -22,9 +22,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
+from cloud.alerts import insert_ignore
 from cloud.db import cabinet_settings, cabinets, commands, config_versions, passes
 from cloud.errors import CloudError
-from cloud.fleet.view import insert_ignore
 from cloud.merchants import CatalogError
 from cloud.pricing import Tariff as CloudTariff
 from cloud.rentals import EjectCommand, RentalService

@@ -33,12 +33,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
+from cloud.alerts import add_alert
 from cloud.db import cabinet_event_conflicts, cabinet_events, fleet_cabinets
 from cloud.errors import CloudError
 from cloud.fleet import alerting
 from cloud.fleet.claims import ClaimChecks, Refusal, verify_from_events
 from cloud.fleet.commands import apply_command_report
-from cloud.fleet.view import SlotChanges, add_alert, apply_slot_changes, ensure_cabinet
+from cloud.fleet.view import SlotChanges, apply_slot_changes, ensure_cabinet
 from cloud.rentals import CabinetEvent, RentalError, RentalService
 from sync.messages import EventBatch, WireEvent
 

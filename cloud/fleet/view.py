@@ -13,51 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, func, select, update
 
+from cloud.alerts import insert_ignore
 from cloud.db import cabinet_events, cabinets, commands, fleet_alerts, fleet_cabinets, fleet_slots
 from cloud.fleet import alerting
 from sync.messages import State, Telemetry
 
 
-def insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
-    """INSERT unless a row with the same key exists (concurrent workers may race to create it)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
-
-
 def ensure_cabinet(conn: Connection, cabinet: str) -> None:
     insert_ignore(conn, fleet_cabinets, {"cabinet_id": cabinet, "applied_seq": 0})
-
-
-def add_alert(
-    conn: Connection,
-    cabinet: str,
-    kind: str,
-    severity: str,
-    detail: str,
-    *,
-    at: float,
-    seq: int | None = None,
-    event_id: str | None = None,
-) -> None:
-    """Raise an alert once (redelivered events do not repeat it)."""
-    key = f"{cabinet}:{kind}:{event_id or seq or detail[:120]}"
-    insert_ignore(
-        conn,
-        fleet_alerts,
-        {
-            "cabinet_id": cabinet,
-            "kind": kind[:64],
-            "severity": severity,
-            "detail": detail[:2000],
-            "seq": seq,
-            "event_id": event_id,
-            "dedupe_key": key[:200],
-            "at": at,
-        },
-    )
 
 
 # --- slot inventory ------------------------------------------------------------------------

@@ -132,7 +132,7 @@ async def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cloud_keys: 
             ]
         for slot, sn, soc in batteries:
             sim.cabinet.insert(slot, sn=sn, soc=soc)
-        monkeypatch.setenv("CABINET_SIM_GPIO", sim.gpio_address)
+        over["locks"] = {"sim_address": sim.gpio_address, **over.get("locks", {})}
         sync = {"enabled": False, "cloud_keys": [cloud_keys.config_entry]}
         if broker is not None:
             sync.update(enabled=True, broker_host=broker.host, broker_port=broker.port, tls=False)

@@ -5,12 +5,25 @@ from __future__ import annotations
 import asyncio
 import time
 
-from cabinet.assemble import command_hooks
-from cabinet.commands import CommandHandler
+import pytest
+
+from cabinet.commands import HANDLERS, CommandContext, CommandHandler, on
+from sync.commands import CommandKind
 
 
 def handler(rig) -> CommandHandler:
-    return CommandHandler(rig.ledger, rig.controller, rig.cab.trust, hooks=command_hooks(rig.cab))
+    return CommandHandler(
+        rig.ledger, rig.controller, rig.cab.trust, request_exit=rig.cab.request_exit, models=rig.cab.model_updater
+    )
+
+
+def test_every_command_kind_has_exactly_one_handler() -> None:
+    assert set(HANDLERS) == set(CommandKind), set(CommandKind) ^ set(HANDLERS)
+    with pytest.raises(RuntimeError, match="two handlers for ping"):
+
+        @on(CommandKind.PING)
+        async def another_ping(ctx: CommandContext, cmd) -> tuple[bool, str]:
+            return True, ""
 
 
 async def results(rig) -> list[tuple[bool, str]]:

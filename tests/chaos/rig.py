@@ -326,7 +326,8 @@ class Rig:
             f'[cabinet]\nid = "{CABINET_ID}"\ndata_dir = "{d}"\nslots = {SLOTS}\nbackup_interval_s = 3600\n\n'
             f'[bus]\nurl = "serial://{self.work / "ttySIM"}"\nslots_per_board = 4\ntimeout_s = 0.2\n'
             "poll_interval_s = 0.25\n\n"
-            '[locks]\npin_factory = "cabinetsim"\npulse_s = 0.05\njam_timeout_s = 0.8\n\n'
+            f'[locks]\npin_factory = "cabinetsim"\nsim_address = "{self.sim_info["gpio"]}"\npulse_s = 0.05\n'
+            "jam_timeout_s = 0.8\n\n"
             "[rent]\nmin_soc = 10\neject_timeout_s = 4\npass_clock_skew_s = 5\n\n"
             "[health]\ninterval_s = 3600\n\n"
             f'[sync]\nbroker_host = "127.0.0.1"\nbroker_port = {self.link.port}\ntls = false\n'
@@ -338,7 +339,7 @@ class Rig:
         if self.cabinet is None:
             argv = [sys.executable, "-m", "tests.chaos.cabinet_main", "run", "--config",
                     str(self.work / "cabinet.toml")]  # fmt: skip
-            self.cabinet = Proc("cabinet", argv, self.work, {"CABINET_SIM_GPIO": str(self.sim_info["gpio"])})
+            self.cabinet = Proc("cabinet", argv, self.work, {})
         await self.cabinet.start()
         await poll(self._cabinet_up, 60, "the cabinet's local API")
 

@@ -43,7 +43,7 @@ async def make_crash_rig(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         sim = await SimProcess(tmp_path, seed=11, reseat_s=reseat_s).start()
         stack.push_async_callback(sim.stop)
         signer = Signer(generate_private_key(), "k1")
-        write_config(tmp_path, sim.info["pty"], f"k1:{public_key_b64(signer.public_key)}")
+        write_config(tmp_path, sim.info["pty"], f"k1:{public_key_b64(signer.public_key)}", sim.info["gpio"])
         write_passes(tmp_path, signer)
         launcher = await Launcher(tmp_path, sim, stats).start()
         stack.push_async_callback(launcher.stop)

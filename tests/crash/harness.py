@@ -181,7 +181,7 @@ class Launcher:
         self.acked_at: dict[str, float] = {}  # battery -> when a cabinet last acknowledged its rental
 
     async def start(self) -> Launcher:
-        env = {**os.environ, "CABINET_SIM_GPIO": self.sim.info["gpio"], "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = await spawn(
             sys.executable,
             str(WORKLOAD),
@@ -366,7 +366,7 @@ class Renter:
 # ---- set-up -------------------------------------------------------------------------------------
 
 
-def write_config(work: Path, pty: str, cloud_key: str) -> Path:
+def write_config(work: Path, pty: str, cloud_key: str, gpio: str) -> Path:
     """The cabinet's TOML config: fast scans and short timeouts; sync and web off (no broker, no port)."""
     text = f"""\
 [cabinet]
@@ -383,6 +383,7 @@ retries = 0
 poll_interval_s = 0.05
 
 [locks]
+sim_address = "{gpio}"
 pin_factory = "cabinetsim"
 pulse_s = 0.05
 jam_timeout_s = 0.4
@@ -520,7 +521,7 @@ async def run_crash(
     sim = await SimProcess(work, seed).start()
     launcher = renter = None
     try:
-        write_config(work, sim.info["pty"], f"k1:{public_key_b64(signer.public_key)}")
+        write_config(work, sim.info["pty"], f"k1:{public_key_b64(signer.public_key)}", sim.info["gpio"])
         write_passes(work, signer)
         launcher = await Launcher(work, sim, stats).start()
         renter = await Renter(sim.url, stats, random.Random(seed + 1), launcher=launcher).start()

@@ -166,8 +166,8 @@ class Site:
         return await self.ledger.run(lambda led: led.last_seq)
 
     async def start(self) -> None:
-        self.monkeypatch.setenv("CABINET_SIM_GPIO", self.sim.gpio_address)
-        self.cab = Cabinet(make_config(self.data_dir, self.sim.pty_path, 8, **self.over))
+        over = {**self.over, "locks": {"sim_address": self.sim.gpio_address, **self.over.get("locks", {})}}
+        self.cab = Cabinet(make_config(self.data_dir, self.sim.pty_path, 8, **over))
         await self.cab.start()
         tune(self.cab)
 

@@ -164,7 +164,7 @@ async def fault_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cloud_keys:
         )
         for slot, soc in ((1, 0.95), (2, 0.90), (3, 0.50), (5, 0.85)):
             sim.cabinet.insert(slot, sn=f"PB00000{slot}", soc=soc)
-        monkeypatch.setenv("CABINET_SIM_GPIO", sim.gpio_address)
+        over["locks"] = {"sim_address": sim.gpio_address, **over.get("locks", {})}
         over.setdefault("web", {"enabled": False})
         over.setdefault("sync", {"enabled": False, "cloud_keys": [cloud_keys.config_entry]})
         cab = Cabinet(make_config(data_dir or tmp_path, sim.pty_path, 8, **over))

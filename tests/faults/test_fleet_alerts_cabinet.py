@@ -29,7 +29,8 @@ SPEED = 3600.0  # bus seconds per real second
 
 
 def watch_of(rig) -> ConditionWatch:
-    return next(p for p in rig.cab.extras if isinstance(p, ConditionWatch))
+    assert rig.cab.conditions is not None
+    return rig.cab.conditions
 
 
 async def conditions(rig) -> list[tuple[str, dict]]:
@@ -115,7 +116,7 @@ async def test_full_and_empty_are_recorded_on_each_change_only(fault_rig, cloud_
     await asyncio.sleep(5 * rig.cab.config["bus.poll_interval_s"])
     assert len(await changes()) == 3  # no repeat while it stays so
 
-    fresh = ConditionWatch(rig.cab)  # a restart reads the recorded state back: nothing repeated
+    fresh = ConditionWatch(rig.cab.config, rig.ledger, rig.cab.bus, rig.controller)  # a restart reads the recorded state back: nothing repeated
     await fresh.start()
     try:
         assert fresh.stock == (True, False)
