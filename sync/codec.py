@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Self
 
 import cbor2
 
+from sync import wire
 from sync.errors import (
     MalformedMessage,
     OversizedMessage,
@@ -298,9 +299,9 @@ def as_map(value: Any, where: str) -> dict[str, Any]:
     """A map of plain data (any content); copied so the caller's dict cannot change it later."""
     if not isinstance(value, Mapping):
         raise MalformedMessage(f"{where}: expected a map, got {type(value).__name__}")
-    value = dict(value)
-    check_plain(value, where)
-    return value
+    copy: dict[str, Any] = dict(value)
+    check_plain(copy, where)
+    return copy
 
 
 def as_text(value: Any, where: str, max_len: int = MAX_TEXT) -> str:
@@ -379,17 +380,19 @@ class WireMessage:
     """Base of every message: ``encode()`` wraps ``to_wire()`` in the versioned envelope.
 
     Subclasses are frozen dataclasses that validate themselves in ``__post_init__`` (so a
-    bad value fails where it is made, on either side) and set ``KIND``.
+    bad value fails where it is made, on either side) and set ``KIND``. ``to_wire`` and
+    ``from_wire`` come from the dataclass fields (``sync.wire``, refusals named ``KIND.field``);
+    a message with a bulk or nested field that travels in its own form writes them itself.
     """
 
     KIND: ClassVar[str]
 
     def to_wire(self) -> dict[str, Any]:
-        raise NotImplementedError
+        return wire.to_wire(self)
 
     @classmethod
     def from_wire(cls, env: dict[str, Any]) -> Self:
-        raise NotImplementedError
+        return wire.from_wire(cls, env, cls.KIND)
 
     def encode(self) -> bytes:
         """The message as canonical CBOR bytes, ready to publish or sign."""

@@ -12,10 +12,10 @@ from enum import StrEnum
 from typing import Any
 
 from sync.codec import WireMessage, as_int, as_map, as_text, require
-from sync.codec import field as env_field
 from sync.config import ModelManifest, check_validity
 from sync.errors import InvalidTopic, MalformedMessage
 from sync.topics import validate_cabinet_id
+from sync.wire import wire
 
 
 class CommandKind(StrEnum):
@@ -84,7 +84,7 @@ class Command(WireMessage):
     issued_at: float
     expires_at: float
     kind: CommandKind
-    args: Mapping[str, Any] = field(default_factory=dict)
+    args: Mapping[str, Any] = field(default_factory=dict, metadata=wire(empty_is_default=True))
 
     def __post_init__(self) -> None:
         w = f"cmd {self.cmd_id!r}"
@@ -119,19 +119,3 @@ class Command(WireMessage):
             self.kind is CommandKind.MODEL_UPDATE, f"cmd {self.cmd_id}: {self.kind.value} has no manifest"
         )
         return ModelManifest.from_wire(self.args["manifest"], "cmd.args.manifest")
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "cmd_id": self.cmd_id,
-            "cabinet": self.cabinet,
-            "counter": self.counter,
-            "issued_at": self.issued_at,
-            "expires_at": self.expires_at,
-            "kind": self.kind.value,
-            "args": dict(self.args),
-        }
-
-    @classmethod
-    def from_wire(cls, env: dict[str, Any]) -> Command:
-        names = ("cmd_id", "cabinet", "counter", "issued_at", "expires_at", "kind")
-        return cls(**{n: env_field(env, n, "cmd") for n in names}, args=env.get("args") or {})

@@ -30,6 +30,7 @@ from sync.codec import (
 )
 from sync.errors import InvalidTopic, MalformedMessage
 from sync.topics import validate_cabinet_id
+from sync.wire import WireRecord, from_wire, wire
 
 FLEET = "*"
 """``Config.cabinet`` value that addresses every cabinet."""
@@ -45,12 +46,12 @@ def _set(obj: object, name: str, value: Any) -> None:
 
 def check_key_id(key_id: Any, where: str) -> str:
     """A signing key id: 1-32 chars of ``A-Z a-z 0-9 _ . -``."""
-    as_text(key_id, where, 32)
+    kid = as_text(key_id, where, 32)
     require(
-        _KEY_ID_RE.fullmatch(key_id) is not None,
-        f"{where}: {key_id!r} has characters outside A-Z a-z 0-9 _ . -",
+        _KEY_ID_RE.fullmatch(kid) is not None,
+        f"{where}: {kid!r} has characters outside A-Z a-z 0-9 _ . -",
     )
-    return key_id
+    return kid
 
 
 def b64url_decode(text: str, where: str) -> bytes:
@@ -70,7 +71,7 @@ def check_validity(issued_at: Any, expires_at: Any, where: str) -> tuple[float, 
 
 
 @dataclass(frozen=True)
-class ModelManifest:
+class ModelManifest(WireRecord):
     """Which fault-prediction model to run: fetch ``url``, check ``size`` and ``sha256``, then swap."""
 
     version: str
@@ -87,29 +88,23 @@ class ModelManifest:
         as_int(self.size, "model.size", 1, MAX_MODEL_BYTES)
         as_text(self.min_runtime, "model.min_runtime")
 
-    def to_wire(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("version", "sha256", "url", "size", "min_runtime")}
-
     @classmethod
     def from_wire(cls, d: Any, where: str = "model") -> ModelManifest:
-        if not isinstance(d, Mapping):
-            raise MalformedMessage(f"{where}: expected a map, got {type(d).__name__}")
-        names = ("version", "sha256", "url", "size", "min_runtime")
-        return cls(**{n: env_field(d, n, where) for n in names})
+        return from_wire(cls, d, where)
 
 
 @dataclass(frozen=True)
-class Tariff:
+class Tariff(WireRecord):
     """What the kiosk shows and the cabinet uses for offline estimates; money in minor units."""
 
     currency: str
     unit_minutes: int
     unit_price_minor: int
     free_minutes: int = 0
-    daily_cap_minor: int | None = None
-    rental_cap_minor: int | None = None
-    deposit_minor: int | None = None
-    text: Mapping[str, str] = field(default_factory=dict)
+    daily_cap_minor: int | None = field(default=None, metadata=wire(omit_none=True))
+    rental_cap_minor: int | None = field(default=None, metadata=wire(omit_none=True))
+    deposit_minor: int | None = field(default=None, metadata=wire(omit_none=True))
+    text: Mapping[str, str] = field(default_factory=dict, metadata=wire(empty_is_default=True))
 
     _OPTIONAL = ("daily_cap_minor", "rental_cap_minor", "deposit_minor")
 
@@ -127,25 +122,9 @@ class Tariff:
                 as_int(getattr(self, n), f"tariff.{n}", 0, 10**9)
         _set(self, "text", as_text_map(self.text, "tariff.text", max_len=2000, key_len=16))
 
-    def to_wire(self) -> dict[str, Any]:
-        d = {n: getattr(self, n) for n in ("currency", "unit_minutes", "unit_price_minor", "free_minutes")}
-        d.update({n: getattr(self, n) for n in self._OPTIONAL if getattr(self, n) is not None})
-        d["text"] = dict(self.text)
-        return d
-
     @classmethod
     def from_wire(cls, d: Any) -> Tariff:
-        if not isinstance(d, Mapping):
-            raise MalformedMessage(f"tariff: expected a map, got {type(d).__name__}")
-        w = "tariff"
-        return cls(
-            currency=env_field(d, "currency", w),
-            unit_minutes=env_field(d, "unit_minutes", w),
-            unit_price_minor=env_field(d, "unit_price_minor", w),
-            free_minutes=d.get("free_minutes", 0),
-            **{n: d.get(n) for n in cls._OPTIONAL},
-            text=d.get("text") or {},
-        )
+        return from_wire(cls, d, "tariff")
 
 
 @dataclass(frozen=True)
@@ -263,17 +242,8 @@ class Config(WireMessage):
     def addressed_to(self, cabinet: str) -> bool:
         return self.cabinet in (FLEET, cabinet)
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "cabinet": self.cabinet,
-            "counter": self.counter,
-            "issued_at": self.issued_at,
-            "expires_at": self.expires_at,
-            "body": self.body.to_wire(),
-        }
-
     @classmethod
-    def from_wire(cls, env: dict[str, Any]) -> Config:
+    def from_wire(cls, env: dict[str, Any]) -> Config:  # the body has its own rules (ConfigBody)
         names = ("cabinet", "counter", "issued_at", "expires_at")
         return cls(
             **{n: env_field(env, n, "cfg") for n in names}, body=ConfigBody.from_wire(env.get("body") or {})

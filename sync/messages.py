@@ -26,6 +26,7 @@ from sync.codec import (
 )
 from sync.errors import InvalidTopic, MalformedMessage, Misaddressed, UnexpectedKind
 from sync.topics import Channel, parse_topic, validate_cabinet_id
+from sync.wire import WireRecord, from_wire, wire
 
 MAX_BATCH_EVENTS = 2000
 MAX_SAMPLES = 5000
@@ -63,8 +64,13 @@ def _unpack_bulk(env: Mapping[str, Any], name: str, where: str, max_items: int) 
 
 
 @dataclass(frozen=True)
-class WireEvent:
-    """One ledger event as it travels: ``seq`` is the cabinet's gapless sequence number."""
+class WireEvent(WireRecord):
+    """One ledger event as it travels: ``seq`` is the cabinet's gapless sequence number.
+
+    ``type`` is any text (an ``EventType`` of ``sync.events`` from a cabinet of this version; a
+    newer cabinet's type still travels, is stored and acked), ``body`` the map its body class
+    declares (the cloud reads it as a map: the event is kept even when it cannot apply it).
+    """
 
     seq: int
     id: str
@@ -72,7 +78,7 @@ class WireEvent:
     at_wall: float
     at_mono: float
     boot_id: str
-    body: Mapping[str, Any] = field(default_factory=dict)
+    body: Mapping[str, Any] = field(default_factory=dict, metadata=wire(empty_is_default=True))
 
     def __post_init__(self) -> None:
         w = f"event {self.seq!r}"
@@ -84,23 +90,9 @@ class WireEvent:
         as_text(self.boot_id, f"{w}.boot_id")
         _set(self, "body", as_map(self.body, f"{w}.body"))
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "id": self.id,
-            "type": self.type,
-            "at_wall": self.at_wall,
-            "at_mono": self.at_mono,
-            "boot_id": self.boot_id,
-            "body": dict(self.body),
-        }
-
     @classmethod
     def from_wire(cls, d: Any, where: str) -> WireEvent:
-        if not isinstance(d, dict):
-            raise MalformedMessage(f"{where}: expected a map, got {type(d).__name__}")
-        f = {n: codec.field(d, n, where) for n in ("seq", "id", "type", "at_wall", "at_mono", "boot_id")}
-        return cls(**f, body=d.get("body") or {})
+        return from_wire(cls, d, where)
 
 
 @dataclass(frozen=True)
@@ -153,25 +145,21 @@ class Ack(WireMessage):
         _cabinet(self.cabinet, "ack.cabinet")
         as_int(self.acked_seq, "ack.acked_seq")
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"cabinet": self.cabinet, "acked_seq": self.acked_seq}
 
-    @classmethod
-    def from_wire(cls, env: dict[str, Any]) -> Ack:
-        return cls(codec.field(env, "cabinet", "ack"), codec.field(env, "acked_seq", "ack"))
+_ABSENT_IF_NONE = wire(omit_none=True)
 
 
 @dataclass(frozen=True)
-class SlotSample:
-    """One slot's reading: integers in the units their names say (mV, mA, 0.1 degC)."""
+class SlotSample(WireRecord):
+    """One slot's reading: integers in the units their names say (mV, mA, 0.1 degC); absent = not measured."""
 
     slot: int
     at: float
-    battery: str | None = None
-    soc: int | None = None
-    voltage_mv: int | None = None
-    current_ma: int | None = None
-    temp_dc: int | None = None
+    battery: str | None = field(default=None, metadata=_ABSENT_IF_NONE)
+    soc: int | None = field(default=None, metadata=_ABSENT_IF_NONE)
+    voltage_mv: int | None = field(default=None, metadata=_ABSENT_IF_NONE)
+    current_ma: int | None = field(default=None, metadata=_ABSENT_IF_NONE)
+    temp_dc: int | None = field(default=None, metadata=_ABSENT_IF_NONE)
     faults: int = 0
 
     _BOUNDS: ClassVar[dict[str, tuple[int, int]]] = {
@@ -192,25 +180,9 @@ class SlotSample:
                 as_int(getattr(self, name), f"{w}.{name}", lo, hi)
         as_int(self.faults, f"{w}.faults", 0, 2**32 - 1)
 
-    def to_wire(self) -> dict[str, Any]:
-        d = {
-            k: getattr(self, k)
-            for k in ("slot", "at", "battery", "soc", "voltage_mv", "current_ma", "temp_dc")
-        }
-        d["faults"] = self.faults
-        return {k: v for k, v in d.items() if v is not None}
-
     @classmethod
     def from_wire(cls, d: Any, where: str) -> SlotSample:
-        if not isinstance(d, dict):
-            raise MalformedMessage(f"{where}: expected a map, got {type(d).__name__}")
-        names = ("battery", "soc", "voltage_mv", "current_ma", "temp_dc")
-        return cls(
-            slot=codec.field(d, "slot", where),
-            at=codec.field(d, "at", where),
-            **{n: d.get(n) for n in names},
-            faults=d.get("faults", 0),
-        )
+        return from_wire(cls, d, where)
 
 
 @dataclass(frozen=True)
@@ -252,8 +224,8 @@ class State(WireMessage):
     cabinet: str
     online: bool
     at: float
-    versions: Mapping[str, str] = field(default_factory=dict)
-    counts: Mapping[str, int] = field(default_factory=dict)
+    versions: Mapping[str, str] = field(default_factory=dict, metadata=wire(empty_is_default=True))
+    counts: Mapping[str, int] = field(default_factory=dict, metadata=wire(empty_is_default=True))
     backlog: int = 0
 
     def __post_init__(self) -> None:
@@ -269,28 +241,6 @@ class State(WireMessage):
             {as_text(k, "state.counts key"): as_int(v, f"state.counts.{k}") for k, v in self.counts.items()},
         )
         as_int(self.backlog, "state.backlog")
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "cabinet": self.cabinet,
-            "online": self.online,
-            "at": self.at,
-            "versions": dict(self.versions),
-            "counts": dict(self.counts),
-            "backlog": self.backlog,
-        }
-
-    @classmethod
-    def from_wire(cls, env: dict[str, Any]) -> State:
-        w = "state"
-        return cls(
-            codec.field(env, "cabinet", w),
-            codec.field(env, "online", w),
-            codec.field(env, "at", w),
-            env.get("versions") or {},
-            env.get("counts") or {},
-            env.get("backlog", 0),
-        )
 
 
 UNSIGNED: dict[Channel, type[EventBatch | Ack | Telemetry | State]] = {

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 from sync.codec import WireMessage, as_bytes, as_int, as_text, require
-from sync.codec import field as env_field
 from sync.config import ModelManifest
 from sync.topics import validate_cabinet_id
 
@@ -40,15 +38,6 @@ class ModelChunk(WireMessage):
         as_int(self.count, "model.count", 1, MAX_CHUNKS)
         as_int(self.index, "model.index", 0, self.count - 1)
         as_bytes(self.data, "model.data", CHUNK_BYTES)
-
-    def to_wire(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("cabinet", "version", "index", "count", "data")}
-
-    @classmethod
-    def from_wire(cls, env: dict[str, Any]) -> ModelChunk:
-        return cls(
-            **{n: env_field(env, n, "model") for n in ("cabinet", "version", "index", "count", "data")}
-        )
 
 
 def manifest_for(blob: bytes, version: str, min_runtime: str = "1.20") -> ModelManifest:

@@ -6,13 +6,12 @@ alphanumeric alphabet, so the code stays small (the EU COVID certificate did the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from sync.codec import WireMessage, as_int, as_text, require
-from sync.codec import field as env_field
 from sync.config import check_validity
 from sync.errors import MalformedMessage, OversizedMessage
+from sync.wire import wire
 
 PASS_PREFIX = "CP1:"
 MAX_PASS_TEXT = 1200
@@ -31,7 +30,7 @@ class OfflinePass(WireMessage):
     user: str
     issued_at: float
     expires_at: float
-    max_rentals: int = 1
+    max_rentals: int = field(default=1, metadata=wire(required=True))
 
     def __post_init__(self) -> None:
         as_text(self.pass_id, "pass.pass_id")
@@ -40,14 +39,6 @@ class OfflinePass(WireMessage):
         object.__setattr__(self, "issued_at", i)
         object.__setattr__(self, "expires_at", e)
         as_int(self.max_rentals, "pass.max_rentals", 1, MAX_RENTALS)
-
-    def to_wire(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("pass_id", "user", "issued_at", "expires_at", "max_rentals")}
-
-    @classmethod
-    def from_wire(cls, env: dict[str, Any]) -> OfflinePass:
-        names = ("pass_id", "user", "issued_at", "expires_at", "max_rentals")
-        return cls(**{n: env_field(env, n, "pass") for n in names})
 
 
 def b45encode(data: bytes) -> str:

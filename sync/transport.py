@@ -127,7 +127,7 @@ class Backoff:
     attempt: int = 0
 
     def next(self) -> float:
-        cap = min(self.max_s, self.initial_s * 2 ** min(self.attempt, 32))
+        cap: float = min(self.max_s, self.initial_s * 2 ** min(self.attempt, 32))
         self.attempt += 1
         return cap / 2 + self.rng.uniform(0, cap / 2)
 
@@ -340,7 +340,7 @@ class MqttTransport:
         client.on_message = self._on_message
         props = None
         if v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 0 if o.clean_start else o.session_expiry_s
         client.connect_async(
             o.host,

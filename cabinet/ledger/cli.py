@@ -46,7 +46,7 @@ def _db_args(p: argparse.ArgumentParser, default_db: str) -> None:
 
 
 def register_cli(
-    subparsers: argparse._SubParsersAction, default_db: str | None = None
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], default_db: str | None = None
 ) -> argparse.ArgumentParser:
     """Add ``ledger`` and its sub-commands to an argparse subparsers object."""
     db = default_db or os.environ.get("CABINET_LEDGER", DEFAULT_LEDGER)
@@ -122,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cabinet")
     register_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    code: int = args.func(args)
+    return code
 
 
 if __name__ == "__main__":

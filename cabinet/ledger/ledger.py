@@ -26,7 +26,7 @@ from sqlite_utils import Database
 
 from . import clock
 from .errors import LedgerCorrupt, LedgerError, LedgerMismatch, LedgerRuleError, LedgerUnwritable
-from .events import Event, decode_body, encode_body, validate_body
+from .events import Event, EventType, decode_body, encode_body, validate_body
 from .files import (
     WriterLock,
     check_header,
@@ -40,14 +40,14 @@ from .files import (
 from .projections import apply
 from .replay import EVENT_COLUMNS, event_from_row, rebuild_projections
 from .schema import MIGRATION_NAMES, PROJECTIONS_VERSION, SCHEMA_VERSION, applied_versions, migrations
-from .views import BatteryState, CommandSeen, RentalState, SlotState
+from .views import OPEN_STATES_SQL, BatteryState, CommandSeen, RentalState, SlotState
 
 #: Bytes counted per event on top of its body when sizing an outbox batch.
 EVENT_OVERHEAD = 96
 
 #: Event types that start something the cabinet must then be able to finish and record (a
 #: rental: eject, then started or aborted). They need ``Ledger.reserve_bytes`` free on the card.
-STARTS = frozenset({"rental_requested"})
+STARTS = frozenset({EventType.RENTAL_REQUESTED})
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,10 @@ class Ledger:
                 raise
             try:
                 ledger.record(
-                    "ledger_opened", boot_id=clock.boot_id(), version=SCHEMA_VERSION, software=software
+                    EventType.LEDGER_OPENED,
+                    boot_id=clock.boot_id(),
+                    version=SCHEMA_VERSION,
+                    software=software,
                 )
             except LedgerUnwritable as exc:
                 # still readable and sound: open it, so the cabinet runs (and refuses to rent) and
@@ -149,12 +152,14 @@ class Ledger:
     @property
     def last_seq(self) -> int:
         """Seq of the newest event (0 for an empty ledger); includes an open outer transaction."""
-        return self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        seq: int = self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        return seq
 
     def record(self, type_: str, /, **body: Any) -> Event:
         """Append one event and apply it, in one transaction; durable when this returns.
 
-        Raises EventBodyError (bad body) or LedgerRuleError (forbidden transition);
+        ``type_`` is an ``EventType`` (``sync.events``; its plain text is accepted too) and
+        ``body`` that type's fields. Raises EventBodyError (bad body) or LedgerRuleError (forbidden transition);
         in both cases nothing was written. Called inside an outer ``ledger.db.atomic()``
         it joins that transaction (as a savepoint): durable when the outer one commits,
         and gone without a seq gap if it rolls back (seq is read inside the transaction).
@@ -163,6 +168,7 @@ class Ledger:
 
     def _record(self, type_: str, body: dict[str, Any]) -> Event:
         clean = validate_body(type_, body)
+        type_ = str(type_)  # an EventType member is stored and handed out as its plain text
         blob = encode_body(clean)
         decoded = decode_body(blob)  # what replay will see, exactly
         if type_ in STARTS:
@@ -263,7 +269,7 @@ class Ledger:
     def open_rentals(self) -> list[RentalState]:
         """Rentals requested (eject in flight) or running (battery out), oldest first."""
         rows = self._rows(
-            "SELECT * FROM rentals WHERE state IN ('requested', 'open')"
+            f"SELECT * FROM rentals WHERE state IN {OPEN_STATES_SQL}"
             " ORDER BY coalesce(requested_seq, started_seq)"
         )
         return [RentalState.from_row(r) for r in rows]
@@ -271,7 +277,7 @@ class Ledger:
     def open_rentals_for_pass(self, pass_id: str) -> list[RentalState]:
         """Open rentals opened with this offline pass (one pass, one rental at a time)."""
         rows = self._rows(
-            "SELECT * FROM rentals WHERE pass_id = ? AND state IN ('requested', 'open')", (pass_id,)
+            f"SELECT * FROM rentals WHERE pass_id = ? AND state IN {OPEN_STATES_SQL}", (pass_id,)
         )
         return [RentalState.from_row(r) for r in rows]
 
@@ -300,7 +306,8 @@ class Ledger:
     @property
     def acked_seq(self) -> int:
         """Highest contiguous seq the cloud has acknowledged."""
-        return self.conn.execute("SELECT acked_seq FROM sync_state WHERE id = 1").fetchone()[0]
+        acked: int = self.conn.execute("SELECT acked_seq FROM sync_state WHERE id = 1").fetchone()[0]
+        return acked
 
     def set_acked(self, seq: int) -> int:
         """Move the ack forward (a stale or repeated ack is ignored); returns the new value.

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import LedgerRuleError
-from .events import Event
+from .events import Event, EventType, LedgerRentalState
 
 Row = dict[str, Any]
 
@@ -67,7 +67,9 @@ def _set_battery(conn: sqlite3.Connection, sn: str, seq: int, **cols: Any) -> No
     conn.execute(f"UPDATE batteries SET {sets}, updated_seq = ? WHERE sn = ?", (*cols.values(), seq, sn))
 
 
-def _end_rental(conn: sqlite3.Connection, rental_id: str, seq: int, state: str, **cols: Any) -> None:
+def _end_rental(
+    conn: sqlite3.Connection, rental_id: str, seq: int, state: LedgerRentalState, **cols: Any
+) -> None:
     sets = "".join(f", {c} = ?" for c in cols)
     conn.execute(
         f"UPDATE rentals SET state = ?, ended_seq = ?{sets} WHERE rental_id = ?",
@@ -117,7 +119,7 @@ def _battery_returned(conn: sqlite3.Connection, e: Event) -> None:
     local = b["rental_id"] if b is not None and b["place"] == "rental" else None
     if rid is not None:
         r = _rental(conn, rid)
-        if r is not None and r["state"] != "open":
+        if r is not None and r["state"] != LedgerRentalState.OPEN:
             raise LedgerRuleError(
                 f"battery_returned: rental {rid} already ended ({r['state']} at seq {r['ended_seq']})"
             )
@@ -126,7 +128,7 @@ def _battery_returned(conn: sqlite3.Connection, e: Event) -> None:
         if local is not None and local != rid:
             raise LedgerRuleError(f"battery_returned: battery {sn} is out on rental {local}, not {rid}")
     if local is not None:
-        _end_rental(conn, local, e.seq, "returned", end_type=e.type, end_slot=slot)
+        _end_rental(conn, local, e.seq, LedgerRentalState.RETURNED, end_type=e.type, end_slot=slot)
     extra = {"soc": e.body["soc"]} if e.body.get("soc") is not None else {}
     _seat(conn, e, b, **extra)
 
@@ -171,7 +173,14 @@ def _battery_gone(conn: sqlite3.Connection, e: Event) -> None:
     if b["place"] == "slot":
         _set_slot(conn, b["slot"], e.seq, sn=None)
     elif b["place"] == "rental":
-        _end_rental(conn, b["rental_id"], e.seq, "closed", end_type=e.type, end_reason=e.body["reason"])
+        _end_rental(
+            conn,
+            b["rental_id"],
+            e.seq,
+            LedgerRentalState.CLOSED,
+            end_type=e.type,
+            end_reason=e.body["reason"],
+        )
     _set_battery(conn, b["sn"], e.seq, place="gone", slot=None, rental_id=None, gone_reason=e.body["reason"])
 
 
@@ -182,8 +191,16 @@ def _rental_requested(conn: sqlite3.Connection, e: Event) -> None:
         raise LedgerRuleError(f"rental_requested: rental {b['rental_id']} already exists ({r['state']})")
     conn.execute(
         "INSERT INTO rentals (rental_id, state, source, user, pass_id, cmd_id, requested_seq)"
-        " VALUES (?, 'requested', ?, ?, ?, ?, ?)",
-        (b["rental_id"], b["source"], b["user"], b["pass_id"], b["cmd_id"], e.seq),
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            b["rental_id"],
+            LedgerRentalState.REQUESTED,
+            b["source"],
+            b["user"],
+            b["pass_id"],
+            b["cmd_id"],
+            e.seq,
+        ),
     )
 
 
@@ -191,7 +208,7 @@ def _rental_started(conn: sqlite3.Connection, e: Event) -> None:
     b = e.body
     rid, sn, slot = b["rental_id"], b["sn"], b["slot"]
     r = _rental(conn, rid)
-    if r is not None and r["state"] != "requested":
+    if r is not None and r["state"] != LedgerRentalState.REQUESTED:
         raise LedgerRuleError(f"rental_started: rental {rid} is already {r['state']}")
     s = _slot(conn, slot)
     if s is None or s["sn"] != sn:
@@ -207,14 +224,14 @@ def _rental_started(conn: sqlite3.Connection, e: Event) -> None:
     if r is None:
         conn.execute(
             "INSERT INTO rentals (rental_id, state, sn, slot, source, user, pass_id, cmd_id, started_seq)"
-            " VALUES (?, 'open', ?, ?, ?, ?, ?, ?, ?)",
-            (rid, sn, slot, *cols, e.seq),
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rid, LedgerRentalState.OPEN, sn, slot, *cols, e.seq),
         )
     else:
         conn.execute(
-            "UPDATE rentals SET state = 'open', sn = ?, slot = ?, source = ?, user = ?, pass_id = ?,"
+            "UPDATE rentals SET state = ?, sn = ?, slot = ?, source = ?, user = ?, pass_id = ?,"
             " cmd_id = ?, started_seq = ? WHERE rental_id = ?",
-            (sn, slot, *cols, e.seq, rid),
+            (LedgerRentalState.OPEN, sn, slot, *cols, e.seq, rid),
         )
     _set_slot(conn, slot, e.seq, sn=None)
     _set_battery(conn, sn, e.seq, place="rental", slot=None, rental_id=rid)
@@ -223,12 +240,20 @@ def _rental_started(conn: sqlite3.Connection, e: Event) -> None:
 def _rental_aborted(conn: sqlite3.Connection, e: Event) -> None:
     rid = e.body["rental_id"]
     r = _rental(conn, rid)
-    if r is not None and r["state"] != "requested":
+    if r is not None and r["state"] != LedgerRentalState.REQUESTED:
         raise LedgerRuleError(f"rental_aborted: rental {rid} is already {r['state']}")
     if r is None:
-        conn.execute("INSERT INTO rentals (rental_id, state) VALUES (?, 'requested')", (rid,))
+        conn.execute(
+            "INSERT INTO rentals (rental_id, state) VALUES (?, ?)", (rid, LedgerRentalState.REQUESTED)
+        )
     _end_rental(
-        conn, rid, e.seq, "aborted", end_type=e.type, end_slot=e.body["slot"], end_reason=e.body["reason"]
+        conn,
+        rid,
+        e.seq,
+        LedgerRentalState.ABORTED,
+        end_type=e.type,
+        end_slot=e.body["slot"],
+        end_reason=e.body["reason"],
     )
 
 
@@ -298,31 +323,31 @@ def _audit_only(conn: sqlite3.Connection, e: Event) -> None:
 
 
 APPLY: dict[str, Callable[[sqlite3.Connection, Event], None]] = {
-    "ledger_opened": _audit_only,
-    "battery_seen": _battery_seen,
-    "battery_returned": _battery_returned,
-    "battery_removed_unexpected": _battery_removed_unexpected,
-    "battery_quarantined": _battery_quarantined,
-    "battery_released": _battery_released,
-    "battery_gone": _battery_gone,
-    "rental_requested": _rental_requested,
-    "rental_started": _rental_started,
-    "rental_aborted": _rental_aborted,
-    "slot_fault": _slot_fault,
-    "slot_fault_cleared": _slot_fault_cleared,
-    "slot_quarantined": _slot_quarantined,
-    "slot_released": _slot_released,
-    "command_received": _command_received,
-    "command_result": _command_result,
-    "security_event": _audit_only,
-    "config_applied": _audit_only,
-    "tech_action": _audit_only,
-    "pass_used": _pass_used,
-    "board_down": _audit_only,
-    "board_up": _audit_only,
-    "stock_changed": _audit_only,
-    "cert_expiring": _audit_only,
-    "cert_renewed": _audit_only,
+    EventType.LEDGER_OPENED: _audit_only,
+    EventType.BATTERY_SEEN: _battery_seen,
+    EventType.BATTERY_RETURNED: _battery_returned,
+    EventType.BATTERY_REMOVED_UNEXPECTED: _battery_removed_unexpected,
+    EventType.BATTERY_QUARANTINED: _battery_quarantined,
+    EventType.BATTERY_RELEASED: _battery_released,
+    EventType.BATTERY_GONE: _battery_gone,
+    EventType.RENTAL_REQUESTED: _rental_requested,
+    EventType.RENTAL_STARTED: _rental_started,
+    EventType.RENTAL_ABORTED: _rental_aborted,
+    EventType.SLOT_FAULT: _slot_fault,
+    EventType.SLOT_FAULT_CLEARED: _slot_fault_cleared,
+    EventType.SLOT_QUARANTINED: _slot_quarantined,
+    EventType.SLOT_RELEASED: _slot_released,
+    EventType.COMMAND_RECEIVED: _command_received,
+    EventType.COMMAND_RESULT: _command_result,
+    EventType.SECURITY_EVENT: _audit_only,
+    EventType.CONFIG_APPLIED: _audit_only,
+    EventType.TECH_ACTION: _audit_only,
+    EventType.PASS_USED: _pass_used,
+    EventType.BOARD_DOWN: _audit_only,
+    EventType.BOARD_UP: _audit_only,
+    EventType.STOCK_CHANGED: _audit_only,
+    EventType.CERT_EXPIRING: _audit_only,
+    EventType.CERT_RENEWED: _audit_only,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from typing import Any
 
 from .events import Event, decode_body
 from .projections import apply
@@ -12,7 +13,7 @@ from .schema import PROJECTION_TABLES
 EVENT_COLUMNS = "seq, id, type, at_wall, at_mono, boot_id, body"
 
 
-def event_from_row(row: tuple) -> Event:
+def event_from_row(row: tuple[Any, ...]) -> Event:
     """An Event from a row of ``SELECT EVENT_COLUMNS FROM events``."""
     seq, id_, type_, at_wall, at_mono, boot_id, body = row
     return Event(seq, id_, type_, at_wall, at_mono, boot_id, decode_body(body))

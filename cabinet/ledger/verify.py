@@ -18,7 +18,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from .errors import LedgerError
-from .events import encode_body, validate_body
+from .events import EventType, LedgerRentalState, encode_body, validate_body
 from .files import connect
 from .projections import apply
 from .replay import iter_events
@@ -199,21 +199,23 @@ def _replay(conn: sqlite3.Connection, report: VerifyReport) -> Database:
     return fresh
 
 
-def _rows(conn: sqlite3.Connection, table: str, key: tuple[str, ...]) -> dict[tuple, dict[str, Any]]:
+def _rows(
+    conn: sqlite3.Connection, table: str, key: tuple[str, ...]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
     cur = conn.execute(f"SELECT * FROM {table}")
     names = [d[0] for d in cur.description]
-    out = {}
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in cur.fetchall():
         row = dict(zip(names, r, strict=True))
         out[tuple(row[k] for k in key)] = row
     return out
 
 
-def _label(table: str, key: tuple[str, ...], values: tuple) -> str:
+def _label(table: str, key: tuple[str, ...], values: tuple[Any, ...]) -> str:
     return f"{table} row " + ", ".join(f"{c}={v!r}" for c, v in zip(key, values, strict=True))
 
 
-def _where(key: tuple[str, ...], values: tuple) -> dict[str, Any]:
+def _where(key: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
     found = dict(zip(key, values, strict=True))
     return {"slot": found.get("slot"), "sn": found.get("sn"), "rental_id": found.get("rental_id")}
 
@@ -248,7 +250,7 @@ def _check_invariants(conn: sqlite3.Connection, report: VerifyReport) -> None:
             in_slots[s["sn"]].append(n)
     on_rental: dict[str, list[str]] = defaultdict(list)
     for (rid,), r in rentals.items():
-        if r["state"] == "open" and r["sn"] is not None:
+        if r["state"] == LedgerRentalState.OPEN and r["sn"] is not None:
             on_rental[r["sn"]].append(rid)
     for sn in sorted(set(in_slots) | set(on_rental) | {k[0] for k in batteries}):
         locs = [f"slot {n}" for n in in_slots.get(sn, [])] + [f"rental {r}" for r in on_rental.get(sn, [])]
@@ -295,20 +297,23 @@ def _check_invariants(conn: sqlite3.Connection, report: VerifyReport) -> None:
     _check_rental_events(conn, rentals, report)
 
 
-def _check_rental_events(conn: sqlite3.Connection, rentals: dict, report: VerifyReport) -> None:
+def _check_rental_events(
+    conn: sqlite3.Connection, rentals: dict[tuple[Any, ...], dict[str, Any]], report: VerifyReport
+) -> None:
     """Each rental: at most one start event and at most one end, in that order."""
     import cbor2
 
     starts: dict[str, list[int]] = defaultdict(list)
     aborts: dict[str, list[int]] = defaultdict(list)
+    started, aborted = EventType.RENTAL_STARTED, EventType.RENTAL_ABORTED
     for seq, type_, blob in conn.execute(
-        "SELECT seq, type, body FROM events WHERE type IN ('rental_started', 'rental_aborted') ORDER BY seq"
+        f"SELECT seq, type, body FROM events WHERE type IN ('{started}', '{aborted}') ORDER BY seq"
     ):
         try:
             rid = cbor2.loads(blob).get("rental_id")
         except (cbor2.CBORError, AttributeError):
             continue  # reported by the body check
-        (starts if type_ == "rental_started" else aborts)[rid].append(seq)
+        (starts if type_ == started else aborts)[rid].append(seq)
     for rid, seqs in starts.items():
         if len(seqs) > 1:
             report.add(
@@ -334,19 +339,20 @@ def _check_rental_events(conn: sqlite3.Connection, rentals: dict, report: Verify
                 Problem("invariant", f"rental {rid} aborted {len(seqs)} times", seq=seqs[1], rental_id=rid)
             )
     for (rid,), r in rentals.items():
-        started, ended = r["started_seq"], r["ended_seq"]
+        start, ended = r["started_seq"], r["ended_seq"]
         state = r["state"]
+        S = LedgerRentalState
         bad = (
-            (state == "open" and (started is None or ended is not None))
-            or (state in ("returned", "closed") and (started is None or ended is None or ended <= started))
-            or (state == "aborted" and (started is not None or ended is None))
-            or (state == "requested" and (started is not None or ended is not None))
+            (state == S.OPEN and (start is None or ended is not None))
+            or (state in (S.RETURNED, S.CLOSED) and (start is None or ended is None or ended <= start))
+            or (state == S.ABORTED and (start is not None or ended is None))
+            or (state == S.REQUESTED and (start is not None or ended is not None))
         )
         if bad:
             report.add(
                 Problem(
                     "invariant",
-                    f"rental {rid} is {state} with start seq {started}, end seq {ended}",
+                    f"rental {rid} is {state} with start seq {start}, end seq {ended}",
                     rental_id=rid,
                 )
             )

@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Self
 
+from sync.events import LedgerRentalState
+
+OPEN_STATES = (LedgerRentalState.REQUESTED, LedgerRentalState.OPEN)
+"""A rental still open: requested (the lock may be open) or running (battery out)."""
+OPEN_STATES_SQL = "(" + ", ".join(f"'{s}'" for s in OPEN_STATES) + ")"
+"""``OPEN_STATES`` as an SQL list, spelled out (the partial index ``rentals_open`` needs literals)."""
+
 
 class _FromRow:
     @classmethod
@@ -54,7 +61,8 @@ class BatteryState(_FromRow):
 
 @dataclass(frozen=True)
 class RentalState(_FromRow):
-    """A rental seen by this cabinet. ``state``: requested, open, returned, aborted, closed."""
+    """A rental seen by this cabinet. ``state``: a ``LedgerRentalState`` (requested, open,
+    returned, aborted, closed), as its text."""
 
     rental_id: str
     state: str
@@ -74,7 +82,7 @@ class RentalState(_FromRow):
     @property
     def is_open(self) -> bool:
         """Requested (lock may be open) or running (battery out)."""
-        return self.state in ("requested", "open")
+        return self.state in OPEN_STATES
 
 
 @dataclass(frozen=True)
