@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cabinet.ledger import LedgerRuleError, LedgerUnwritable, RentalState, SlotState
+from cabinet.ledger import BatteryState, LedgerRuleError, LedgerUnwritable, RentalState, SlotState
 from cabinet.observations import Observation
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,39 @@ class RentSettings:
     max_slots_tried: int = 2  # a jam marks the slot faulty and tries one other slot
     fleet_sn_pattern: str = r"^PB[0-9A-F]{6}$"  # what the fleet's serial numbers look like
     hot_return_c: float = 50.0  # a battery returned at or above this is kept out of service
+
+
+def slot_may_rent(
+    state: SlotState | None, ob: Observation | None, settings: RentSettings, denied: Container[str]
+) -> bool:
+    """The slot and reading part of :func:`is_rentable` (no battery record needed).
+
+    The ledger holds a battery in the slot, no fault and no quarantine on the slot, and the bus
+    reads that same battery there now, charged to ``settings.min_soc``, without fault bits and
+    not on the deny list.
+    """
+    if state is None or state.sn is None or state.quarantined or state.fault_kind:
+        return False
+    if ob is None or not ob.has_battery:
+        return False
+    return not (ob.sn != state.sn or ob.sn in denied or ob.soc < settings.min_soc or ob.faults)
+
+
+def is_rentable(
+    state: SlotState | None,
+    ob: Observation | None,
+    battery: BatteryState | None,
+    settings: RentSettings,
+    denied: Container[str],
+) -> bool:
+    """The one rule for a slot whose battery may be handed out now.
+
+    ``state`` is the ledger's slot, ``ob`` the latest bus reading of it, ``battery`` the
+    ledger's record of the battery the slot holds (``state.sn``): :func:`slot_may_rent`, and
+    that battery is known and not quarantined. Used by :meth:`Controller.rentable_slots` and
+    by the web UI's slot view (``cabinet.web.state``), so both always agree.
+    """
+    return slot_may_rent(state, ob, settings, denied) and battery is not None and not battery.quarantined
 
 
 @dataclass(frozen=True)
@@ -270,12 +303,10 @@ class Controller:
         candidates = []
         for s in await self.ledger.slots():
             ob = self.observed.get(s.slot)
-            if s.sn is None or s.quarantined or s.fault_kind or ob is None or not ob.has_battery:
-                continue
-            if ob.sn != s.sn or ob.sn in denied or ob.soc < self.settings.min_soc or ob.faults:
-                continue
+            if ob is None or not slot_may_rent(s, ob, self.settings, denied):
+                continue  # checked before the battery is read: no ledger call for the others
             battery = await self.ledger.battery(s.sn)
-            if battery is None or battery.quarantined:
+            if not is_rentable(s, ob, battery, self.settings, denied):
                 continue
             candidates.append((-ob.soc, ob.cycles, s.slot))
         return [slot for _, _, slot in sorted(candidates)]
@@ -605,4 +636,12 @@ def _outcome_of(r: RentalState, duplicate: bool) -> RentOutcome:
     return RentOutcome(r.rental_id, status, r.end_reason or "", r.slot, r.sn)
 
 
-__all__ = ["Controller", "LedgerRuleError", "RentOutcome", "RentRequest", "RentSettings"]
+__all__ = [
+    "Controller",
+    "LedgerRuleError",
+    "RentOutcome",
+    "RentRequest",
+    "RentSettings",
+    "is_rentable",
+    "slot_may_rent",
+]

@@ -6,36 +6,21 @@ Allowed to the cabinet itself (loopback) or a logged-in technician; see docs/api
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from aiohttp import web
 
 from cabinet.passes import REASONS
 
+from .common import json_error
+from .context import context_of, require_reader
+from .port import CabinetPort
 from .state import batteries_view, battery_json, health_view, rentals_view, slots_view
 
 MAX_CODE = 4096
 
 
-def require_reader(request: web.Request) -> None:
-    """Loopback callers and technicians may read; anyone else gets 401."""
-    from .app import is_local, ui_of
-
-    if not is_local(request) and ui_of(request).session_of(request) is None:
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "log in as a technician, or call from the cabinet itself"}),
-            content_type="application/json",
-        )
-
-
-def _cab(request: web.Request) -> Any:
-    from .app import ui_of
-
-    return ui_of(request).cab
-
-
-def json_error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
+def _cab(request: web.Request) -> CabinetPort:
+    return context_of(request).cabinet
 
 
 async def get_slots(request: web.Request) -> web.Response:
@@ -51,7 +36,7 @@ async def get_batteries(request: web.Request) -> web.Response:
 async def get_battery(request: web.Request) -> web.Response:
     require_reader(request)
     cab = _cab(request)
-    b = await cab.ledger.battery(request.match_info["sn"]) if cab.ledger else None
+    b = await cab.battery(request.match_info["sn"])
     if b is None:
         return json_error(404, f"battery {request.match_info['sn']!r} is not known to this cabinet")
     return web.json_response(battery_json(cab, b))
@@ -84,8 +69,8 @@ async def post_scan(request: web.Request) -> web.Response:
         return json_error(400, 'send JSON {"code": "<scanned text>"}')
     if not text.strip() or len(text) > MAX_CODE:
         return json_error(400, f"code: 1 to {MAX_CODE} characters")
-    cab = _cab(request)
-    if cab.passes is None:
+    out = await _cab(request).submit_pass(text)
+    if out is None:  # no pass desk: the ledger is unusable
         reason = "ledger_unusable"
         return web.json_response(
             {
@@ -97,7 +82,6 @@ async def post_scan(request: web.Request) -> web.Response:
                 "sn": None,
             }
         )
-    out = await cab.passes.submit(text)
     return web.json_response(
         {
             "status": out.status,
@@ -113,13 +97,11 @@ async def post_scan(request: web.Request) -> web.Response:
 async def get_stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: domain happenings as they occur, ``slots`` on change, ``health`` every 5 s."""
     require_reader(request)
-    from .app import ui_of
-
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
     await resp.prepare(request)
-    async for chunk in ui_of(request).hub.subscribe():
+    async for chunk in context_of(request).hub.subscribe():
         try:
             await resp.write(chunk)
         except (ConnectionResetError, RuntimeError):

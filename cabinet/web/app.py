@@ -18,57 +18,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 from aiohttp import web
 
-from cabinet import config as cfg
-
 from . import api, kiosk, pages, tech
-from .auth import Credentials, Sessions, SetupCode, Throttle
+from .auth import Credentials, Session, Sessions, SetupCode, Throttle
+from .common import COOKIE, STATIC, Handler, static_version
+from .context import CONTEXT_KEY
 from .diagnostics import LogRing
 from .live import LiveHub, publish_loop
+from .port import CabinetAdapter, CabinetParts, CabinetPort
 from .state import health_view, slots_view
 
 log = logging.getLogger(__name__)
 
-HERE = Path(__file__).parent
-STATIC = HERE / "static"
-TEMPLATES = HERE / "templates"
-COOKIE = "cabinet_tech"
-LOCAL = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
-
-UI_KEY: web.AppKey[WebUI] = web.AppKey("ui")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def static_version() -> str:
-    """A short hash of the static files: part of their URLs, so they can be cached for a year."""
-    h = hashlib.sha256()
-    for p in sorted(STATIC.glob("*")):
-        h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:10]
-
 
 class WebUI:
-    """The web part of a running cabinet (``start()``/``stop()`` like every part)."""
+    """The web part of a running cabinet (``start()``/``stop()`` like every part).
+
+    Built on the Cabinet (``WebUI(cab)``), which it sees only through
+    :class:`~cabinet.web.port.CabinetPort`; its attributes ``cabinet``, ``credentials``,
+    ``sessions``, ``throttle``, ``setup``, ``hub``, ``ring`` and ``static_v`` are the
+    :class:`~cabinet.web.context.WebContext` the handlers use.
+    """
 
     def __init__(
-        self, cab: Any, *, clock: Callable[[], float] = time.monotonic, throttle: Throttle | None = None
+        self,
+        cab: CabinetParts,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        throttle: Throttle | None = None,
     ) -> None:
-        self.cab = cab
-        c = cab.config
-        self.host, self.port = c["web.host"], c["web.port"]
-        self.tech_host, self.tech_port = c["web.tech_host"], c["web.tech_port"]
-        self.tls = cfg.tech_tls_context(c)  # None: no HTTPS listener (technicians on loopback only)
+        self.cabinet: CabinetPort = CabinetAdapter(cab)
+        c = self.cabinet.settings
+        self.host, self.port = c.host, c.port
+        self.tech_host, self.tech_port = c.tech_host, c.tech_port
+        self.tls = self.cabinet.tech_tls_context()  # None: no HTTPS listener (technicians on loopback only)
         self.credentials = Credentials(c.data_dir)
-        self.sessions = Sessions(c["web.session_idle_s"], c["web.session_max_s"], clock)
+        self.sessions = Sessions(c.session_idle_s, c.session_max_s, clock)
         self.throttle = throttle or Throttle(clock=clock)
         self.setup: SetupCode | None = None
         self.hub = LiveHub()
@@ -93,14 +84,13 @@ class WebUI:
                 self.setup.code,
                 f"https://<this cabinet>:{self.tech_port}" if self.tls else f"http://{self.host}:{self.port}",
             )
-        if self.cab.controller is not None:
-            self.cab.controller.listeners.append(self.hub.on_domain)
+        self.cabinet.add_listener(self.hub.on_domain)
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         self._tasks.append(asyncio.create_task(self._listen(), name="web-listen"))
         if self.tls is not None:
             self._tasks.append(asyncio.create_task(self._listen_tls(), name="web-listen-tls"))
-        elif self.cab.config["web.tech_tls"]:
+        elif self.cabinet.settings.tech_tls:
             log.warning(
                 "no certificate for the technician HTTPS listener (sync.cert_file / web.tls_cert_file): "
                 "the technician UI is served on %s:%d only",
@@ -109,7 +99,7 @@ class WebUI:
             )
         self._tasks.append(
             asyncio.create_task(
-                publish_loop(self.hub, lambda: slots_view(self.cab), lambda: health_view(self.cab)),
+                publish_loop(self.hub, lambda: slots_view(self.cabinet), lambda: health_view(self.cabinet)),
                 name="web-live",
             )
         )
@@ -152,8 +142,7 @@ class WebUI:
             return bound
 
     async def stop(self) -> None:
-        if self.cab.controller is not None and self.hub.on_domain in self.cab.controller.listeners:
-            self.cab.controller.listeners.remove(self.hub.on_domain)
+        self.cabinet.remove_listener(self.hub.on_domain)
         self.hub.close()
         for t in self._tasks:
             t.cancel()
@@ -167,7 +156,7 @@ class WebUI:
 
     def _build(self) -> web.Application:
         app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
-        app[UI_KEY] = self
+        app[CONTEXT_KEY] = self
         api.add_routes(app)
         kiosk.add_routes(app)
         tech.add_routes(app)
@@ -177,7 +166,7 @@ class WebUI:
         app.on_response_prepare.append(self._headers)
         return app
 
-    def session_of(self, request: web.Request) -> Any:
+    def session_of(self, request: web.Request) -> Session | None:
         return self.sessions.get(request.cookies.get(COOKIE))
 
     @web.middleware
@@ -205,12 +194,3 @@ class WebUI:
             )
         else:
             h.setdefault("Cache-Control", "no-store")
-
-
-def is_local(request: web.Request) -> bool:
-    """The request comes from the cabinet itself (kiosk screen, ``cabinet status``)."""
-    return (request.remote or "") in LOCAL
-
-
-def ui_of(request: web.Request) -> WebUI:
-    return request.app[UI_KEY]

@@ -11,7 +11,7 @@ from cabinet import config as cfg
 from .auth import CredentialError, Credentials
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     tech = subparsers.add_parser("tech", help="technician credentials of the local web UI")
     sub = tech.add_subparsers(dest="tech_command", required=True, metavar="COMMAND")
     p = sub.add_parser("set-password", help="create a technician or change their password")

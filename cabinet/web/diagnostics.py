@@ -17,12 +17,11 @@ import subprocess
 import tarfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 from cabinet.ledger import LedgerError, verify
 
 from . import eventlog
+from .port import CabinetPort
 from .state import health_view, slots_view
 
 _SECRET_LINE = re.compile(r"(setup code\W+)(\S+)", re.IGNORECASE)
@@ -55,14 +54,9 @@ class Check:
     detail: str
 
 
-def ledger_path(cab: Any) -> Path:
-    """Where the cabinet keeps its ledger (as Cabinet.start opens it)."""
-    return Path(cab.ledger_path)
-
-
-def verify_text(cab: Any) -> tuple[bool, str]:
+def verify_text(cab: CabinetPort) -> tuple[bool, str]:
     """``cabinet ledger verify`` on the live file (read-only; blocking)."""
-    path = ledger_path(cab)
+    path = cab.ledger_path
     try:
         report = verify(path)
     except LedgerError as e:
@@ -70,21 +64,24 @@ def verify_text(cab: Any) -> tuple[bool, str]:
     return report.ok, f"{path}: {report.summary()}"
 
 
-async def self_test(cab: Any, scans: int = 2, timeout_s: float = 5.0) -> list[Check]:
+async def self_test(cab: CabinetPort, scans: int = 2, timeout_s: float = 5.0) -> list[Check]:
     """Wait for fresh bus scans, then check boards, seat switches against the boards, and the ledger.
 
     Nothing is pulsed or written: a self-test must never open a slot with a battery in it.
     """
     checks: list[Check] = []
-    start_scans = cab.bus.stats()["scans"] if cab.bus else 0
+    first = cab.bus_stats()
+    start_scans = first["scans"] if first is not None else 0
     deadline = time.monotonic() + timeout_s
     # the cabinet exposes no per-scan event to await, so poll its scan counter
-    while cab.bus and cab.bus.stats()["scans"] < start_scans + scans and time.monotonic() < deadline:  # noqa: ASYNC110
+    while (now := cab.bus_stats()) is not None and now["scans"] < start_scans + scans:
+        if time.monotonic() >= deadline:
+            break
         await asyncio.sleep(0.05)
-    if cab.bus is None:
+    st = cab.bus_stats()
+    if st is None:
         checks.append(Check("bus", False, "the battery bus is not running"))
     else:
-        st = cab.bus.stats()
         fresh = st["scans"] >= start_scans + scans
         bad = [b for b in st["boards"] if not b["online"] or b["isolated"]]
         detail = (
@@ -100,11 +97,13 @@ async def self_test(cab: Any, scans: int = 2, timeout_s: float = 5.0) -> list[Ch
             detail += f"; no new scan within {timeout_s:g} s"
         checks.append(Check("bus", fresh and not bad, detail))
     mismatches = []
-    observed = dict(cab.controller.observed) if cab.controller else {}
+    observed = cab.observed()
     for slot, ob in sorted(observed.items()):
-        if not ob.known or cab.locks is None:
+        if not ob.known:
             continue
-        seated = cab.locks.is_seated(slot)
+        seated = cab.is_seated(slot)
+        if seated is None:  # no lock bank: no seat switches to compare
+            continue
         if seated != ob.present:
             mismatches.append(
                 f"slot {slot}: seat switch {'closed' if seated else 'open'}, board says "
@@ -141,30 +140,30 @@ def _journal(unit: str = "cabinet") -> str | None:
     return "\n".join(mask_secrets(line) for line in r.stdout.splitlines()) + "\n"
 
 
-async def bundle(cab: Any, ring: LogRing | None, technician: str) -> tuple[str, bytes]:
+async def bundle(cab: CabinetPort, ring: LogRing | None, technician: str) -> tuple[str, bytes]:
     """A tar.gz for support: (file name, bytes)."""
     made = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    name = f"diagnostics-{cab.config['cabinet.id']}-{made}"
+    name = f"diagnostics-{cab.settings.cabinet_id}-{made}"
     files: dict[str, str] = {}
     files["README.txt"] = (
-        f"Diagnostics of cabinet {cab.config['cabinet.id']}, made {made} by technician {technician}.\n"
+        f"Diagnostics of cabinet {cab.settings.cabinet_id}, made {made} by technician {technician}.\n"
         "config.json has secrets redacted; logs have setup codes masked; no credentials are included.\n"
     )
     _, files["ledger-verify.txt"] = await asyncio.to_thread(verify_text, cab)
     if cab.ledger_problem:
         files["ledger-verify.txt"] = f"LEDGER UNUSABLE: {cab.ledger_problem}\n" + files["ledger-verify.txt"]
     files["health.json"] = json.dumps(await health_view(cab), indent=1, default=str)
-    files["bus-stats.json"] = json.dumps(cab.bus.stats() if cab.bus else None, indent=1, default=str)
-    files["slots.json"] = json.dumps(await slots_view(cab) if cab.ledger else [], indent=1, default=str)
-    files["config.json"] = json.dumps(cab.config.redacted(), indent=1, default=str)
+    files["bus-stats.json"] = json.dumps(cab.bus_stats(), indent=1, default=str)
+    files["slots.json"] = json.dumps(await slots_view(cab) if cab.has_ledger else [], indent=1, default=str)
+    files["config.json"] = json.dumps(cab.redacted_config(), indent=1, default=str)
     files["logs.txt"] = "\n".join(ring.lines) + "\n" if ring is not None else "(no in-process log kept)\n"
     journal = await asyncio.to_thread(_journal)
     if journal:
         files["journal.txt"] = journal
-    if cab.ledger is not None:
+    if cab.has_ledger:
         try:
             recent = await asyncio.to_thread(
-                eventlog.query, ledger_path(cab), eventlog.EventFilter(limit=2000)
+                eventlog.query, cab.ledger_path, eventlog.EventFilter(limit=2000)
             )
             files["events-recent.jsonl"] = eventlog.export(list(reversed(recent)), "jsonl")
         except Exception as e:  # a damaged file must not stop the bundle

@@ -156,4 +156,7 @@ def export(events: list[Event], fmt: str) -> str:
 
 
 def event_json(e: Event) -> dict[str, Any]:
-    return json.loads(json.dumps({**e.to_dict(), "time_utc": iso(e.at_wall)}, default=_default))
+    out: dict[str, Any] = json.loads(
+        json.dumps({**e.to_dict(), "time_utc": iso(e.at_wall)}, default=_default)
+    )
+    return out

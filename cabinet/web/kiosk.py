@@ -10,7 +10,11 @@ import segno
 from aiohttp import web
 
 from cabinet.passes import REASONS
+from sync.config import Tariff
 
+from .common import TEMPLATES
+from .context import context_of, require_reader
+from .port import CabinetPort
 from .state import slots_view
 
 CURRENCY = {
@@ -32,11 +36,15 @@ def money(minor: int, currency: str) -> str:
     return f"{symbol}{major}.{cents:0{digits}d}"
 
 
-def tariff_lines(t: Any) -> dict[str, list[str]]:
+def tariff_lines(t: Tariff | None) -> dict[str, list[str]]:
     """The tariff in plain words, per language; empty when the cloud sent none yet."""
     if t is None:
         return {"en": [], "zh": []}
-    m = lambda v: money(v, t.currency)  # noqa: E731
+    currency = t.currency
+
+    def m(v: int) -> str:
+        return money(v, currency)
+
     en = [f"{m(t.unit_price_minor)} per {t.unit_minutes} min"]
     zh = [f"每{t.unit_minutes}分钟 {m(t.unit_price_minor)}"]
     if t.free_minutes:
@@ -58,28 +66,25 @@ def tariff_lines(t: Any) -> dict[str, list[str]]:
     return {"en": en, "zh": zh}
 
 
-def app_url(cab: Any) -> str:
-    return cab.config["kiosk.app_url"].replace("{cabinet}", cab.config["cabinet.id"])
-
-
 def qr_svg(url: str) -> str:
     """The app link as an inline SVG QR code (drawn here, no network)."""
-    svg = segno.make(url, error="m").svg_inline(scale=6, border=2, dark="#000", light="#fff")
+    svg: str = segno.make(url, error="m").svg_inline(scale=6, border=2, dark="#000", light="#fff")
     return svg.replace("<svg ", '<svg role="img" aria-labelledby="qr-caption" ', 1)
 
 
-async def kiosk_info(cab: Any) -> dict[str, Any]:
+async def kiosk_info(cab: CabinetPort) -> dict[str, Any]:
     """What the kiosk shows besides live events: tariff, counts, online state, plain-word reasons."""
-    slots = await slots_view(cab) if cab.ledger else []
-    sync = cab.sync
+    slots = await slots_view(cab) if cab.has_ledger else []
+    sync = cab.sync_status()
+    settings = cab.settings
     return {
-        "cabinet": cab.config["cabinet.id"],
-        "language": cab.config["kiosk.language"],
-        "idle_s": cab.config["kiosk.idle_s"],
-        "eject_timeout_s": cab.config["rent.eject_timeout_s"],
-        "tariff": tariff_lines(cab.tariff),
-        "online": bool(sync is not None and sync.transport.connected),
-        "renting": cab.ledger_problem is None and cab.controller is not None and not cab.controller.refusing,
+        "cabinet": settings.cabinet_id,
+        "language": settings.kiosk_language,
+        "idle_s": settings.kiosk_idle_s,
+        "eject_timeout_s": settings.eject_timeout_s,
+        "tariff": tariff_lines(cab.tariff()),
+        "online": sync is not None and sync.connected,
+        "renting": cab.renting,
         "ready": sum(1 for s in slots if s["rentable"]),
         "empty": sum(1 for s in slots if s["state"] == "empty"),
         "reasons": REASONS,
@@ -87,15 +92,14 @@ async def kiosk_info(cab: Any) -> dict[str, Any]:
 
 
 async def get_kiosk(request: web.Request) -> web.Response:
-    from .app import TEMPLATES, ui_of
-
-    ui = ui_of(request)
+    ui = context_of(request)
+    settings = ui.cabinet.settings
     page = string.Template((TEMPLATES / "kiosk.html").read_text(encoding="utf-8"))
-    url = app_url(ui.cab)
+    url = settings.app_url
     body = page.substitute(
         v=ui.static_v,
-        lang=ui.cab.config["kiosk.language"],
-        cabinet=html.escape(ui.cab.config["cabinet.id"]),
+        lang=settings.kiosk_language,
+        cabinet=html.escape(settings.cabinet_id),
         qr=qr_svg(url),
         app_url=html.escape(url),
     )
@@ -103,11 +107,8 @@ async def get_kiosk(request: web.Request) -> web.Response:
 
 
 async def get_kiosk_info(request: web.Request) -> web.Response:
-    from .api import require_reader
-    from .app import ui_of
-
     require_reader(request)
-    return web.json_response(await kiosk_info(ui_of(request).cab))
+    return web.json_response(await kiosk_info(context_of(request).cabinet))
 
 
 def add_routes(app: web.Application) -> None:

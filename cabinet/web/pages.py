@@ -6,10 +6,17 @@ import asyncio
 import html
 import string
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
-from . import charts, diagnostics, eventlog
+from cabinet.ledger import Event
+
+from . import charts, eventlog
+from .auth import Session
+from .common import TEMPLATES, is_local, slot_number
+from .context import context_of, session_of
+from .port import CabinetPort
 from .state import risk_of, slots_view
 
 e = html.escape
@@ -42,19 +49,11 @@ HISTORY_TYPES = (
 )
 
 
-def _ui(request: web.Request) -> Any:
-    from .app import ui_of
-
-    return ui_of(request)
-
-
 def render(
-    request: web.Request, title: str, body: str, *, session: Any = None, status: int = 200
+    request: web.Request, title: str, body: str, *, session: Session | None = None, status: int = 200
 ) -> web.Response:
-    from .app import TEMPLATES
-
-    ui = _ui(request)
-    cab = ui.cab
+    ui = context_of(request)
+    cab = ui.cabinet
     banner = ""
     if cab.ledger_problem:
         banner = (
@@ -73,7 +72,7 @@ def render(
     page = string.Template((TEMPLATES / "tech.html").read_text(encoding="utf-8"))
     text = page.substitute(
         title=e(title),
-        cabinet=e(cab.config["cabinet.id"]),
+        cabinet=e(cab.settings.cabinet_id),
         v=ui.static_v,
         nav=nav,
         banner=banner,
@@ -83,22 +82,20 @@ def render(
     return web.Response(text=text, content_type="text/html", status=status)
 
 
-def _session_or_login(request: web.Request) -> Any:
-    s = _ui(request).session_of(request)
+def _session_or_login(request: web.Request) -> Session:
+    s = session_of(request)
     if s is None:
         raise web.HTTPFound("/tech/login")
     return s
 
 
 async def root(request: web.Request) -> web.Response:
-    from .app import is_local
-
     raise web.HTTPFound("/kiosk" if is_local(request) else "/tech")
 
 
 async def login_page(request: web.Request) -> web.Response:
-    ui = _ui(request)
-    if ui.session_of(request) is not None:
+    ui = context_of(request)
+    if session_of(request) is not None:
         raise web.HTTPFound("/tech")
     if ui.setup is not None and ui.setup.code is not None and ui.credentials.exists():
         ui.setup.use()  # a password was set meanwhile (cabinet tech set-password): the code is void
@@ -147,7 +144,7 @@ async def overview(request: web.Request) -> web.Response:
     return render(request, "Overview", body, session=s)
 
 
-def _events_table(events: list[Any], caption: str) -> str:
+def _events_table(events: list[Event], caption: str) -> str:
     if not events:
         return f"<p class='muted'>{e(caption)}: nothing recorded.</p>"
     rows = "".join(
@@ -162,11 +159,11 @@ def _events_table(events: list[Any], caption: str) -> str:
     )
 
 
-async def _history(cab: Any, **filt: Any) -> list[Any]:
-    if cab.ledger is None:
+async def _history(cab: CabinetPort, **filt: Any) -> list[Event]:
+    if not cab.has_ledger:
         return []
     f = eventlog.EventFilter(types=HISTORY_TYPES, limit=50, **filt)
-    return await asyncio.to_thread(eventlog.query, diagnostics.ledger_path(cab), f)
+    return await asyncio.to_thread(eventlog.query, cab.ledger_path, f)
 
 
 def _feature(f: Any) -> str:
@@ -209,12 +206,9 @@ def _slot_actions(n: int) -> str:
 
 async def slot_page(request: web.Request) -> web.Response:
     s = _session_or_login(request)
-    cab = _ui(request).cab
-    try:
-        n = int(request.match_info["slot"])
-    except ValueError:
-        n = 0
-    if not 1 <= n <= cab.config["cabinet.slots"]:
+    cab = context_of(request).cabinet
+    n = slot_number(request.match_info["slot"], cab.settings.slots)
+    if n is None:
         return render(
             request,
             "No such slot",
@@ -240,7 +234,7 @@ async def slot_page(request: web.Request) -> web.Response:
         if view["sn"]
         else ""
     )
-    samples = cab.telemetry.window(view["sn"], limit=720) if view["sn"] and cab.telemetry else []
+    samples = cab.telemetry(view["sn"], limit=720) if view["sn"] else []
     body = (
         f'<section class="card" aria-labelledby="slot-h"><h2 id="slot-h">Slot {n}</h2>'
         f'<p><span class="badge st-{e(view["state"])}">{e(STATE_TEXT.get(view["state"], ""))}</span></p>'
@@ -254,9 +248,9 @@ async def slot_page(request: web.Request) -> web.Response:
 
 async def battery_page(request: web.Request) -> web.Response:
     s = _session_or_login(request)
-    cab = _ui(request).cab
+    cab = context_of(request).cabinet
     sn = request.match_info["sn"]
-    b = await cab.ledger.battery(sn) if cab.ledger else None
+    b = await cab.battery(sn)
     if b is None:
         return render(
             request,
@@ -276,7 +270,7 @@ async def battery_page(request: web.Request) -> web.Response:
         ("Quarantined", b.quarantine_reason or "yes" if b.quarantined else "no"),
     ]
     dl = "".join(f"<dt>{e(k)}</dt><dd>{e(str(v))}</dd>" for k, v in facts)
-    samples = cab.telemetry.window(sn, limit=720) if cab.telemetry else []
+    samples = cab.telemetry(sn, limit=720)
     action = ""
     if b.place != "gone":
         action = (
@@ -297,13 +291,13 @@ async def battery_page(request: web.Request) -> web.Response:
 
 async def events_page(request: web.Request) -> web.Response:
     s = _session_or_login(request)
-    cab = _ui(request).cab
+    cab = context_of(request).cabinet
     q = request.query
     error, rows = "", []
     try:
         f = eventlog.EventFilter.from_query(q, max_limit=1000)
-        if cab.ledger is not None:
-            rows = await asyncio.to_thread(eventlog.query, diagnostics.ledger_path(cab), f)
+        if cab.has_ledger:
+            rows = await asyncio.to_thread(eventlog.query, cab.ledger_path, f)
     except eventlog.FilterError as ex:
         error = f'<p class="error" role="alert">{e(str(ex))}</p>'
 
@@ -312,8 +306,6 @@ async def events_page(request: web.Request) -> web.Response:
             f'<label for="f-{name}">{label}</label>'
             f'<input id="f-{name}" name="{name}" type="{kind}" value="{e(q.get(name, ""))}">'
         )
-
-    from urllib.parse import urlencode
 
     qs = urlencode({k: v for k, v in q.items() if k in ("type", "slot", "sn", "since", "until") and v})
     body = (
