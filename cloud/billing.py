@@ -28,6 +28,7 @@ from cloud import money
 from cloud.db import audit_log, pass_holds, passes, payments, rentals, users
 from cloud.errors import CloudError
 from cloud.payments import Declined, HoldExpired, InvalidRequest, PaymentError, Provider, rental_key
+from sync.events import RentalStatus
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +344,7 @@ class Billing:
         r = self._rental(rental_id)
         if not reason.strip():
             raise BillingError("a refund needs a reason (it is audited)")
-        if r["status"] not in ("closed", "purchased"):
+        if r["status"] not in (RentalStatus.CLOSED, RentalStatus.PURCHASED):
             raise BillingError(f"rental {rental_id} is {r['status']}: only finished rentals are refunded")
         with self.engine.connect() as conn:
             fee_refunded = self._paid(conn, rental_id, "refund")

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, RowMapping, func, insert, select
 
 from cloud.db import journal_entries, journal_postings, payments, rentals
 from cloud.errors import CloudError
+from sync.events import RentalStatus
 
 PROVIDER_CLEARING = "provider:clearing"
 PLATFORM_REVENUE = "platform:revenue"
@@ -433,14 +434,17 @@ def rental_books(conn: Connection) -> tuple[list[RentalBooks], list[str]]:
 def _fee_booked_as_charged(b: RentalBooks) -> list[Problem]:
     """An ended rental's booked fee is the fee on its row."""
     fee = b.rental["fee"] or 0
-    if b.rental["status"] in ("closed", "purchased") and b.booked.fee != fee:
+    if b.rental["status"] in (RentalStatus.CLOSED, RentalStatus.PURCHASED) and b.booked.fee != fee:
         return [Problem(b.where, f"fee booked {b.booked.fee} but the rental's fee is {fee}")]
     return []
 
 
 def _no_fee_before_the_end(b: RentalBooks) -> list[Problem]:
     """A pending, active or aborted rental has no fee booked."""
-    if b.rental["status"] in ("pending", "active", "aborted") and b.booked.fee != 0:
+    if (
+        b.rental["status"] in (RentalStatus.PENDING, RentalStatus.ACTIVE, RentalStatus.ABORTED)
+        and b.booked.fee != 0
+    ):
         return [Problem(b.where, f"{b.rental['status']} rental has a fee of {b.booked.fee} booked")]
     return []
 
@@ -497,7 +501,7 @@ def _paid_means_settled(b: RentalBooks) -> list[Problem]:
 
 def _holds_released_at_the_end(b: RentalBooks) -> list[Problem]:
     """Once a rental is no longer pending or active, none of its holds reserves money."""
-    if b.rental["status"] not in ("pending", "active") and b.booked.holds != 0:
+    if b.rental["status"] not in (RentalStatus.PENDING, RentalStatus.ACTIVE) and b.booked.holds != 0:
         return [
             Problem(b.where, f"{b.rental['status']} rental still has {b.booked.holds} reserved by a hold")
         ]

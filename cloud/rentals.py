@@ -45,10 +45,11 @@ from cloud.errors import CloudError
 from cloud.merchants import Catalog, CatalogError
 from cloud.payments import PaymentError, Provider
 from cloud.pricing import CabinetTime, ClockAnchor, Tariff, quote, rental_duration, true_time
+from sync.events import CommandStatus, RentalSource, RentalStatus
 
 log = logging.getLogger(__name__)
 
-OPEN = ("pending", "active")
+OPEN = (RentalStatus.PENDING, RentalStatus.ACTIVE)
 
 
 class RentalError(CloudError, ValueError):
@@ -206,7 +207,7 @@ class RentalService:
                 if self._open_rental(conn, user_id):
                     raise OpenRental("you already have a rental in progress: return that battery first")
                 self._insert_rental(
-                    conn, rental_id, user_id, "app", None, cabinet_id, pricing, "pending", now
+                    conn, rental_id, user_id, "app", None, cabinet_id, pricing, RentalStatus.PENDING, now
                 )
         except IntegrityError as e:  # a concurrent request won the one-open-rental index
             raise OpenRental("you already have a rental in progress") from e
@@ -214,7 +215,9 @@ class RentalService:
             self.billing.place_hold(rental_id)
         except PaymentError as e:
             with self.engine.begin() as conn:
-                self._set(conn, rental_id, status="aborted", abort_reason=f"hold refused: {e.code}")
+                self._set(
+                    conn, rental_id, status=RentalStatus.ABORTED, abort_reason=f"hold refused: {e.code}"
+                )
             raise CardRefused(f"the card was refused: {e}", e.code) from e
         with self.engine.begin() as conn:
             counter = self._next_counter(conn, cabinet_id)
@@ -236,7 +239,7 @@ class RentalService:
                     args=json.dumps(cmd.args),
                     created_at=now,
                     expires_at=cmd.expires_at,
-                    status="queued",
+                    status=CommandStatus.QUEUED,
                 )
             )
             self._set(conn, rental_id, cmd_id=cmd.cmd_id)
@@ -369,18 +372,18 @@ class RentalService:
         rental_id = str(body.get("rental_id") or "")
         if not rental_id:
             raise RentalError(f"rental_started {event.id} from {cabinet_id} has no rental_id")
-        source = body.get("source", "cloud")
+        source = body.get("source", RentalSource.CLOUD)
         with self.engine.begin() as conn:
             row = conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().first()
         if row is None:
-            if source != "pass":
+            if source != RentalSource.PASS:
                 raise RentalError(
                     f"rental_started {event.id}: cabinet {cabinet_id} names unknown rental {rental_id}"
                 )
             self._create_pass_rental(cabinet_id, event)
         elif row["start_event_id"] is None:
             start = {
-                "status": "active",
+                "status": RentalStatus.ACTIVE,
                 "slot": body.get("slot"),
                 "battery_sn": body.get("sn"),
                 "start_event_id": event.id,
@@ -393,9 +396,11 @@ class RentalService:
                 self._battery(conn, body.get("sn"), "rented", None)
                 if row["cmd_id"]:
                     conn.execute(
-                        update(commands).where(commands.c.cmd_id == row["cmd_id"]).values(status="ok")
+                        update(commands)
+                        .where(commands.c.cmd_id == row["cmd_id"])
+                        .values(status=CommandStatus.OK)
                     )
-            if row["status"] == "aborted":
+            if row["status"] == RentalStatus.ABORTED:
                 # the eject timed out and the hold was voided, yet the battery did leave: secure it again
                 log.warning(
                     "rental %s started after it was aborted (%s): placing a new hold",
@@ -414,23 +419,25 @@ class RentalService:
         with self.engine.begin() as conn:
             row = conn.execute(select(rentals).where(rentals.c.id == rental_id)).mappings().first()
             if row is None:
-                if event.body.get("source") == "pass":
+                if event.body.get("source") == RentalSource.PASS:
                     # an offline pass rental that never started: the cloud never knew it, nothing to undo
                     return rental_id
                 raise RentalError(
                     f"rental_aborted {event.id}: cabinet {cabinet_id} names unknown rental {rental_id}"
                 )
-            if row["status"] not in ("pending", "aborted"):
+            if row["status"] not in (RentalStatus.PENDING, RentalStatus.ABORTED):
                 raise RentalError(f"rental_aborted {event.id}: rental {rental_id} is already {row['status']}")
             self._set(
                 conn,
                 rental_id,
-                status="aborted",
+                status=RentalStatus.ABORTED,
                 abort_reason=str(event.body.get("reason") or "aborted by cabinet"),
             )
             if row["cmd_id"]:
                 conn.execute(
-                    update(commands).where(commands.c.cmd_id == row["cmd_id"]).values(status="failed")
+                    update(commands)
+                    .where(commands.c.cmd_id == row["cmd_id"])
+                    .values(status=CommandStatus.FAILED)
                 )
         self.billing.release_hold(rental_id, "rental aborted")
         return rental_id
@@ -446,7 +453,7 @@ class RentalService:
                 return done  # a redelivered event
             rental_id = event.body.get("rental_id")
             row = rental_for_return(conn, rental_id, sn)
-            if row is None or row["status"] != "active":
+            if row is None or row["status"] != RentalStatus.ACTIVE:
                 self._battery(conn, sn, "in_fleet", cabinet_id)
                 if (
                     sn
@@ -466,7 +473,7 @@ class RentalService:
                         )
                     )
                 return None
-        self._close(row["id"], event.time, event.id, "closed")
+        self._close(row["id"], event.time, event.id, RentalStatus.CLOSED)
         return row["id"]
 
     def record_clock_anchor(self, cabinet_id: str, boot_id: str, at_mono: float, received_at: float) -> None:
@@ -504,7 +511,8 @@ class RentalService:
             pending = (
                 conn.execute(
                     select(rentals.c.id).where(
-                        rentals.c.status == "pending", rentals.c.created_at <= now - self.eject_timeout_s
+                        rentals.c.status == RentalStatus.PENDING,
+                        rentals.c.created_at <= now - self.eject_timeout_s,
                     )
                 )
                 .scalars()
@@ -513,7 +521,7 @@ class RentalService:
             expiring = (
                 conn.execute(
                     select(rentals.c.id).where(
-                        rentals.c.status == "active",
+                        rentals.c.status == RentalStatus.ACTIVE,
                         rentals.c.hold_status == "held",
                         rentals.c.hold_expires_at <= now + self.hold_capture_margin_s,
                     )
@@ -521,11 +529,13 @@ class RentalService:
                 .scalars()
                 .all()
             )
-            active = conn.execute(select(rentals).where(rentals.c.status == "active")).mappings().all()
+            active = (
+                conn.execute(select(rentals).where(rentals.c.status == RentalStatus.ACTIVE)).mappings().all()
+            )
             unsettled = (
                 conn.execute(
                     select(rentals.c.id).where(
-                        rentals.c.status.in_(("closed", "purchased")),
+                        rentals.c.status.in_((RentalStatus.CLOSED, RentalStatus.PURCHASED)),
                         or_(rentals.c.payment_status == "none", rentals.c.hold_status == "held"),
                     )
                 )
@@ -536,7 +546,7 @@ class RentalService:
                 conn.execute(
                     select(rentals.c.id).where(
                         rentals.c.source == "pass",
-                        rentals.c.status == "active",
+                        rentals.c.status == RentalStatus.ACTIVE,
                         rentals.c.hold_status == "none",
                     )
                 )
@@ -547,9 +557,9 @@ class RentalService:
             with self.engine.begin() as conn:
                 changed = conn.execute(
                     update(rentals)
-                    .where(rentals.c.id == rental_id, rentals.c.status == "pending")
+                    .where(rentals.c.id == rental_id, rentals.c.status == RentalStatus.PENDING)
                     .values(
-                        status="aborted",
+                        status=RentalStatus.ABORTED,
                         abort_reason=f"no answer from the cabinet within {self.eject_timeout_s:.0f} s",
                     )
                 ).rowcount
@@ -559,7 +569,7 @@ class RentalService:
                         commands.c.cmd_id
                         == select(rentals.c.cmd_id).where(rentals.c.id == rental_id).scalar_subquery()
                     )
-                    .values(status="expired")
+                    .values(status=CommandStatus.EXPIRED)
                 )
             if changed:
                 self.billing.release_hold(rental_id, "eject timed out")
@@ -572,7 +582,7 @@ class RentalService:
             started, _ = true_time(start, self._anchors(start))
             if quote(Tariff.from_json(r["tariff"]), max(now - started, 0.0), started).purchased:
                 end = CabinetTime("cloud", now, 0.0, "cloud")
-                self._close(r["id"], end, None, "purchased")
+                self._close(r["id"], end, None, RentalStatus.PURCHASED)
                 report.purchased.append(r["id"])
         for rental_id in unsettled:
             self.billing.settle(rental_id)
@@ -624,7 +634,7 @@ class RentalService:
                 "daily_cap": tariff.daily_cap,
                 "total_cap": tariff.total_cap,
             },
-            "purchased": r["status"] == "purchased",
+            "purchased": r["status"] == RentalStatus.PURCHASED,
         }
 
     # --- internals -----------------------------------------------------------------------
@@ -649,7 +659,7 @@ class RentalService:
                     pass_id,
                     cabinet_id,
                     pricing,
-                    "active",
+                    RentalStatus.ACTIVE,
                     self.clock(),
                 )
                 self._set(
@@ -682,7 +692,7 @@ class RentalService:
                 select(func.count()).where(
                     rentals.c.pass_id == p["pass_id"],
                     rentals.c.source == "pass",
-                    rentals.c.status != "aborted",
+                    rentals.c.status != RentalStatus.ABORTED,
                     or_(
                         rentals.c.created_at < r["created_at"],
                         and_(rentals.c.created_at == r["created_at"], rentals.c.id <= rental_id),
@@ -734,7 +744,7 @@ class RentalService:
         or a clock anchor proves earlier is never taken (it ended an older rental).
         """
         r = self.rental(rental_id)
-        if r["status"] != "active" or not r["battery_sn"]:
+        if r["status"] != RentalStatus.ACTIVE or not r["battery_sn"]:
             return
         with self.engine.connect() as conn:
             candidates = conn.execute(
@@ -769,9 +779,11 @@ class RentalService:
                 .where(orphan_returns.c.event_id == candidates[chosen].event_id)
                 .values(matched_rental_id=rental_id)
             )
-        self._close(rental_id, ends[chosen], candidates[chosen].event_id, "closed")
+        self._close(rental_id, ends[chosen], candidates[chosen].event_id, RentalStatus.CLOSED)
 
-    def _close(self, rental_id: str, end: CabinetTime, end_event_id: str | None, status: str) -> None:
+    def _close(
+        self, rental_id: str, end: CabinetTime, end_event_id: str | None, status: RentalStatus
+    ) -> None:
         """Price the rental from its start to ``end``, book the fee, then settle the payment."""
         with self.engine.begin() as conn:
             r = (
@@ -779,7 +791,7 @@ class RentalService:
                 .mappings()
                 .first()
             )
-            if r is None or r["status"] != "active":
+            if r is None or r["status"] != RentalStatus.ACTIVE:
                 return
             anchors = self._anchors(_start_time(r), end, conn=conn)
             start = _start_time(r)
@@ -790,7 +802,7 @@ class RentalService:
                 d = rental_duration(start, end, anchors)
                 duration_s, method = d.seconds, d.method + ("?" if d.suspect else "")
             q = quote(Tariff.from_json(r["tariff"]), duration_s, true_time(start, anchors)[0])
-            final = "purchased" if q.purchased else status
+            final = RentalStatus.PURCHASED if q.purchased else status
             self._set(
                 conn,
                 rental_id,
@@ -806,7 +818,10 @@ class RentalService:
                 fee=q.amount,
             )
             self._battery(
-                conn, r["battery_sn"], "written_off" if final == "purchased" else "in_fleet", end.cabinet
+                conn,
+                r["battery_sn"],
+                "written_off" if final == RentalStatus.PURCHASED else "in_fleet",
+                end.cabinet,
             )
             money.post_fee(conn, rental_money(r), q.amount, self.clock())
         self.billing.settle(rental_id)
@@ -820,7 +835,7 @@ class RentalService:
         pass_id: str | None,
         cabinet_id: str,
         pricing: Any,
-        status: str,
+        status: RentalStatus,
         now: float,
     ) -> None:
         conn.execute(
@@ -893,7 +908,7 @@ def rental_for_return(conn: Connection, rental_id: str | None, sn: str | None) -
         row = (
             conn.execute(
                 select(rentals)
-                .where(rentals.c.battery_sn == sn, rentals.c.status == "active")
+                .where(rentals.c.battery_sn == sn, rentals.c.status == RentalStatus.ACTIVE)
                 .order_by(rentals.c.start_wall.desc())
             )
             .mappings()

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cloud.db import auth_throttle, login_failures, passes, rentals, sessions, users
 from cloud.errors import CloudError
+from sync.events import RentalStatus
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$")
 MIN_PASSWORD = 10
@@ -314,7 +315,8 @@ class Accounts:
                 raise UserError(f"no user {user_id}")
             open_rentals = conn.execute(
                 select(func.count()).where(
-                    rentals.c.user_id == user_id, rentals.c.status.in_(("pending", "active"))
+                    rentals.c.user_id == user_id,
+                    rentals.c.status.in_((RentalStatus.PENDING, RentalStatus.ACTIVE)),
                 )
             ).scalar_one()
             if open_rentals:

@@ -36,6 +36,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from cloud.alerts import insert_ignore
 from cloud.db import fleet_alerts, fleet_cabinets
+from sync.events import EventType
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,13 @@ def clear_alert(conn: Connection, cabinet: str, kind: str, *, at: float, subject
 # --- from the cabinet's events ------------------------------------------------------------
 
 #: Ledger event types that raise or clear condition alerts (the ingest dispatches these here).
-EVENT_TYPES = ("board_down", "board_up", "stock_changed", "cert_expiring", "cert_renewed")
+EVENT_TYPES = (
+    EventType.BOARD_DOWN,
+    EventType.BOARD_UP,
+    EventType.STOCK_CHANGED,
+    EventType.CERT_EXPIRING,
+    EventType.CERT_RENEWED,
+)
 
 
 def on_event(
@@ -122,16 +129,16 @@ def on_event(
     if type_ not in EVENT_TYPES:
         return
     ids = {"seq": seq, "event_id": event_id}
-    if type_ in ("board_down", "board_up"):
+    if type_ in (EventType.BOARD_DOWN, EventType.BOARD_UP):
         subject = f"board {body.get('board')}"
-        if type_ == "board_up":
+        if type_ == EventType.BOARD_UP:
             clear_alert(conn, cabinet, "board_down", at=at, subject=subject)
             return
         detail = f"slot board {body.get('board')} (slots {body.get('first_slot')}-{body.get('last_slot')}) isolated"
         if body.get("detail"):
             detail += f": {body['detail']}"
         raise_alert(conn, cabinet, "board_down", "warning", detail, at=at, subject=subject, **ids)
-    elif type_ == "stock_changed":
+    elif type_ == EventType.STOCK_CHANGED:
         counts = f"{body.get('rentable')} rentable, {body.get('free')} free slots"
         for kind, on, what in (
             ("cabinet_empty", body.get("empty"), "no rentable battery"),
@@ -143,7 +150,7 @@ def on_event(
                 clear_alert(conn, cabinet, kind, at=at)
     else:
         subject = f"{body.get('cert')} certificate"
-        if type_ == "cert_renewed":
+        if type_ == EventType.CERT_RENEWED:
             clear_alert(conn, cabinet, "cert_expiring", at=at, subject=subject)
             return
         days = float(body.get("days_left") or 0)

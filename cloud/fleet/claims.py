@@ -44,6 +44,7 @@ from cloud.errors import CloudError
 from cloud.fleet.commands import set_command_status
 from cloud.pricing import CabinetTime, ClockAnchor, true_time
 from cloud.rentals import CabinetEvent, RentalError, RentalService, rental_for_return
+from sync.events import EventType, RentalSource, RentalStatus
 from sync.messages import Telemetry
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,15 @@ log = logging.getLogger(__name__)
 RETURN_TOLERANCE_S = 5.0  # anchored clocks of two cabinets: slack before a return counts as before the take
 PASS_CLOCK_SLACK_S = 300.0  # anchored event time vs. a pass's issue / expiry times
 RETURN_VERIFY_TIMEOUT_S = 900.0  # a pending return not seen in the inventory by then: open for a human
-RENTAL_CLAIMS = ("rental_started", "rental_aborted", "battery_returned")
-COMMAND_CLAIMS = ("command_received", "command_result")
+RENTAL_CLAIMS = (EventType.RENTAL_STARTED, EventType.RENTAL_ABORTED, EventType.BATTERY_RETURNED)
+COMMAND_CLAIMS = (EventType.COMMAND_RECEIVED, EventType.COMMAND_RESULT)
 # later events of the same cabinet that put a serial in one of its slots (or take it out of one)
-INVENTORY_EVIDENCE = ("battery_seen", "rental_started", "battery_removed_unexpected", "battery_gone")
+INVENTORY_EVIDENCE = (
+    EventType.BATTERY_SEEN,
+    EventType.RENTAL_STARTED,
+    EventType.BATTERY_REMOVED_UNEXPECTED,
+    EventType.BATTERY_GONE,
+)
 UNRESOLVED = ("pending", "open", "resolving")
 
 
@@ -107,11 +113,11 @@ class ClaimChecks:
     def check(self, ev: CabinetEvent) -> Refusal | None:
         """None when ``ev.cabinet`` may claim ``ev``; else why not."""
         with self.engine.connect() as conn:
-            if ev.type == "rental_started":
+            if ev.type == EventType.RENTAL_STARTED:
                 return self._check_start(conn, ev)
-            if ev.type == "rental_aborted":
+            if ev.type == EventType.RENTAL_ABORTED:
                 return self._check_known_rental(conn, ev)
-            if ev.type == "battery_returned":
+            if ev.type == EventType.BATTERY_RETURNED:
                 return self._check_return(conn, ev)
         return None
 
@@ -141,7 +147,7 @@ class ClaimChecks:
         known = conn.execute(select(rentals.c.id).where(rentals.c.id == rid)).first()
         if known is not None:
             return self._check_known_rental(conn, ev)
-        if ev.body.get("source") != "pass":
+        if ev.body.get("source") != RentalSource.PASS:
             return None  # an app rental the cloud never requested: refused by the rental service
         if conn.execute(select(cabinets.c.id).where(cabinets.c.id == ev.cabinet)).first() is None:
             return Refusal(f"pass rental {rid} from cabinet {ev.cabinet}, which is not registered", rid)
@@ -168,7 +174,7 @@ class ClaimChecks:
         sn = ev.body.get("sn")
         rid = ev.body.get("rental_id")
         row = rental_for_return(conn, rid, sn)
-        if row is None or row["status"] != "active":
+        if row is None or row["status"] != RentalStatus.ACTIVE:
             return None
         if not sn or (row["battery_sn"] and row["battery_sn"] != sn):
             return Refusal(
@@ -409,11 +415,11 @@ def apply_claim(engine: Engine, rentals_: RentalService, claim: Mapping[str, Any
         r["boot_id"],
         json.loads(r["body"]),
     )
-    if ev.type == "rental_started":
+    if ev.type == EventType.RENTAL_STARTED:
         rentals_.on_rental_started(ev.cabinet, ev)
-    elif ev.type == "rental_aborted":
+    elif ev.type == EventType.RENTAL_ABORTED:
         rentals_.on_rental_aborted(ev.cabinet, ev)
-    elif ev.type == "battery_returned":
+    elif ev.type == EventType.BATTERY_RETURNED:
         rentals_.on_battery_returned(ev.cabinet, ev)
     elif ev.type in COMMAND_CLAIMS:
         with engine.begin() as conn:

@@ -31,6 +31,7 @@ from cloud.rentals import EjectCommand, RentalService
 from sync.commands import Command, CommandKind
 from sync.config import Config, ConfigBody, Tariff
 from sync.errors import ProtocolError
+from sync.events import CommandStatus, EventType
 from sync.passes import OfflinePass
 from sync.signing import Signer
 
@@ -89,12 +90,16 @@ def apply_command_report(
 def set_command_status(conn: Connection, type_: str, body: Mapping[str, Any], now: float) -> None:
     """Move a command's status from a cabinet report (the caller checked who sent it)."""
     q = update(commands).where(commands.c.cmd_id == body.get("cmd_id"))
-    if type_ == "command_received":
-        conn.execute(q.where(commands.c.status.in_(("queued", "sent"))).values(status="received"))
-    elif type_ == "command_result":
+    if type_ == EventType.COMMAND_RECEIVED:
+        conn.execute(
+            q.where(commands.c.status.in_((CommandStatus.QUEUED, CommandStatus.SENT))).values(
+                status=CommandStatus.RECEIVED
+            )
+        )
+    elif type_ == EventType.COMMAND_RESULT:
         conn.execute(
             q.values(
-                status="ok" if body.get("ok") else "failed",
+                status=CommandStatus.OK if body.get("ok") else CommandStatus.FAILED,
                 result=str(body.get("detail") or ""),
                 finished_at=now,
             )
@@ -171,7 +176,7 @@ class Signatures:
                     args=json.dumps(dict(cmd.args), default=str),
                     created_at=now,
                     expires_at=cmd.expires_at,
-                    status="queued",
+                    status=CommandStatus.QUEUED,
                     payload=payload,
                 )
             )
@@ -191,8 +196,8 @@ class Signatures:
         with self.engine.begin() as conn:
             conn.execute(
                 update(commands)
-                .where(commands.c.cmd_id == cmd_id, commands.c.status == "queued")
-                .values(status="sent", sent_at=self.clock())
+                .where(commands.c.cmd_id == cmd_id, commands.c.status == CommandStatus.QUEUED)
+                .values(status=CommandStatus.SENT, sent_at=self.clock())
             )
 
     def unsent(self) -> list[SignedCommand]:
@@ -201,7 +206,7 @@ class Signatures:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(commands).where(
-                    commands.c.status == "queued",
+                    commands.c.status == CommandStatus.QUEUED,
                     commands.c.expires_at > now,
                     commands.c.payload.is_not(None),
                 )

@@ -41,19 +41,20 @@ from cloud.fleet.claims import ClaimChecks, Refusal, verify_from_events
 from cloud.fleet.commands import apply_command_report
 from cloud.fleet.view import SlotChanges, apply_slot_changes, ensure_cabinet
 from cloud.rentals import CabinetEvent, RentalError, RentalService
+from sync.events import EventType
 from sync.messages import EventBatch, WireEvent
 
 log = logging.getLogger(__name__)
 
-RENTAL_TYPES = ("rental_started", "rental_aborted", "battery_returned")
+RENTAL_TYPES = (EventType.RENTAL_STARTED, EventType.RENTAL_ABORTED, EventType.BATTERY_RETURNED)
 APPLY_CHUNK = 2000
 
 ALERT_TYPES: dict[str, str] = {
-    "security_event": "critical",
-    "battery_removed_unexpected": "critical",
-    "battery_quarantined": "warning",
-    "slot_quarantined": "warning",
-    "slot_fault": "warning",
+    EventType.SECURITY_EVENT: "critical",
+    EventType.BATTERY_REMOVED_UNEXPECTED: "critical",
+    EventType.BATTERY_QUARANTINED: "warning",
+    EventType.SLOT_QUARANTINED: "warning",
+    EventType.SLOT_FAULT: "warning",
 }
 
 
@@ -336,11 +337,11 @@ class EventApplier:
                         self.claims.keep(conn, ev, refusal)
                     out.errors.append(refusal.reason)
                     return
-            if ev.type == "rental_started":
+            if ev.type == EventType.RENTAL_STARTED:
                 self.rentals.on_rental_started(ev.cabinet, ev)
-            elif ev.type == "rental_aborted":
+            elif ev.type == EventType.RENTAL_ABORTED:
                 self.rentals.on_rental_aborted(ev.cabinet, ev)
-            elif ev.type == "battery_returned":
+            elif ev.type == EventType.BATTERY_RETURNED:
                 closed = self.rentals.on_battery_returned(ev.cabinet, ev)
                 if ev.body.get("sn"):
                     self.claims.keep_pending_return(ev, closed)
@@ -377,7 +378,7 @@ class EventApplier:
         self, conn: Connection, cab: str, r: Mapping[str, Any], body: dict[str, Any], now: float
     ) -> None:
         t = r["type"]
-        if t in ("command_received", "command_result"):
+        if t in (EventType.COMMAND_RECEIVED, EventType.COMMAND_RESULT):
             sent_to = apply_command_report(conn, cab, t, body, now)
             if sent_to is not None:  # a status of another cabinet's command: kept, never applied
                 ev = _cabinet_event(cab, r)
@@ -385,13 +386,13 @@ class EventApplier:
                     conn, ev, Refusal(f"status of command {body.get('cmd_id')}, sent to {sent_to}")
                 )
                 return
-        if t == "command_result":
+        if t == EventType.COMMAND_RESULT:
             if not body.get("ok"):
                 add_alert(conn, cab, "command_failed", "warning",
                           f"command {body.get('cmd_id')}: {body.get('detail')}", seq=r["seq"],
                           event_id=r["event_id"], at=now)  # fmt: skip
         if t in ALERT_TYPES:
-            kind = str(body.get("kind") or t) if t == "security_event" else t
+            kind = str(body.get("kind") or t) if t == EventType.SECURITY_EVENT else t
             if kind == "foreign_battery":
                 severity = "warning"
             else:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from cloud.alerts import insert_ignore
 from cloud.db import cabinet_events, cabinets, commands, fleet_alerts, fleet_cabinets, fleet_slots
 from cloud.fleet import alerting
+from sync.events import EventType
 from sync.messages import State, Telemetry
 
 
@@ -37,10 +38,10 @@ class SlotChanges:
     def add(self, type_: str, body: Mapping[str, Any], at: float) -> None:
         slot = body.get("slot")
         match type_:
-            case "battery_seen" | "battery_returned":
+            case EventType.BATTERY_SEEN | EventType.BATTERY_RETURNED:
                 values = {"battery_sn": body.get("sn"), "soc": body.get("soc"), "fault_kind": None}
                 self.ops.append((slot, None, values, at))
-            case "rental_started" | "battery_removed_unexpected":
+            case EventType.RENTAL_STARTED | EventType.BATTERY_REMOVED_UNEXPECTED:
                 values = {
                     "battery_sn": None,
                     "soc": None,
@@ -49,15 +50,15 @@ class SlotChanges:
                     "current_ma": None,
                 }
                 self.ops.append((slot, None, values, at))
-            case "battery_gone":
+            case EventType.BATTERY_GONE:
                 self.ops.append((None, body.get("sn"), {"battery_sn": None, "soc": None}, at))
-            case "slot_quarantined":
+            case EventType.SLOT_QUARANTINED:
                 self.ops.append((slot, None, {"quarantined": True}, at))
-            case "slot_released":
+            case EventType.SLOT_RELEASED:
                 self.ops.append((slot, None, {"quarantined": False}, at))
-            case "slot_fault":
+            case EventType.SLOT_FAULT:
                 self.ops.append((slot, None, {"fault_kind": str(body.get("kind"))[:64]}, at))
-            case "slot_fault_cleared":
+            case EventType.SLOT_FAULT_CLEARED:
                 self.ops.append((slot, None, {"fault_kind": None}, at))
 
 
