@@ -176,7 +176,7 @@ class CommandHandler:
                 return cmd
 
         try:
-            cmd = await self.ledger.run(accept)
+            cmd: Command | None = await self.ledger.run(accept)
         except LedgerUnwritable as e:
             # card full or read-only: not accepted, so not acted on; the cloud's eject times out
             # (and its hold is released) or it sends the command again later

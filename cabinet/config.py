@@ -7,6 +7,7 @@ is generated from :data:`KEYS` (``cabinet config docs``) and a test checks it is
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import math
 import os
@@ -37,7 +38,7 @@ class Key:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] | None = None
-    item_type: type | None = None  # for list values
+    item_type: builtins.type | None = None  # for list values
     required: bool = False
     secret: bool = False
     #: a rule beyond type and bounds: returns why the value is wrong, or None
@@ -427,7 +428,7 @@ class Config:
 
 
 def _check(key: Key, value: Any, where: str) -> Any:
-    t = key.type
+    t: Any = key.type  # a class; Any: isinstance() below must not narrow value to object
     if t is float and isinstance(value, int) and not isinstance(value, bool):
         if abs(value) > 1e300:  # float() would raise OverflowError
             raise ConfigError(f"{where}: {key.path} = {value} is far outside any sensible range")
@@ -443,9 +444,9 @@ def _check(key: Key, value: Any, where: str) -> Any:
         for i, item in enumerate(value):
             if not isinstance(item, key.item_type):
                 raise ConfigError(f"{where}: {key.path}[{i}] must be {key.item_type.__name__}, got {item!r}")
-    if key.min is not None and value < key.min:
+    if key.min is not None and isinstance(value, int | float) and value < key.min:
         raise ConfigError(f"{where}: {key.path} = {value!r} is below the minimum {key.min:g}")
-    if key.max is not None and value > key.max:
+    if key.max is not None and isinstance(value, int | float) and value > key.max:
         raise ConfigError(f"{where}: {key.path} = {value!r} is above the maximum {key.max:g}")
     if key.choices is not None and value not in key.choices:
         raise ConfigError(f"{where}: {key.path} = {value!r} is not one of {', '.join(key.choices)}")

@@ -31,9 +31,10 @@ class ModelStore:
 
     def state(self) -> dict[str, str]:
         try:
-            return json.loads(self.state_file.read_text())
+            data = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
             return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def current(self) -> Path | None:
         name = self.state().get("current")

@@ -305,7 +305,8 @@ class Cabinet:
         if self.controller is not None:
             await self.controller.on_scan(obs)
         t_hw = self.hw_clock.update((h.unit_id, h.uptime_s if h.online else None) for h in self.bus.health())
-        self.telemetry.add(obs, t_hw=t_hw, charge_enabled=self.charging_now)
+        if self.telemetry is not None:
+            self.telemetry.add(obs, t_hw=t_hw, charge_enabled=self.charging_now)
         await self._apply_charging(obs)
         return obs
 
@@ -376,10 +377,12 @@ class Cabinet:
 
     async def _backup_loop(self) -> None:
         interval = self.config["cabinet.backup_interval_s"]
+        backups = self.backups
+        assert backups is not None  # started only once the backups exist
         while True:
             await asyncio.sleep(interval)
             try:
-                path = await asyncio.to_thread(self.backups.run_once)
+                path = await asyncio.to_thread(backups.run_once)
                 log.info("ledger backed up to %s", path)
             except Exception:
                 log.exception("ledger backup failed")

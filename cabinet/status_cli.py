@@ -106,8 +106,8 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if health.get("ok") and health.get("renting") else 1
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "status", help="print the slot table and the cabinet's health (from the local API)"
     )
     p.add_argument("--url", default=DEFAULT_URL, help="the cabinet's web address (default: %(default)s)")

@@ -15,9 +15,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cabinet.commands import CommandHandler
 from cabinet.ledger import Ledger
@@ -27,9 +27,35 @@ from sync.errors import Duplicate, ProtocolError, SecurityRejection
 from sync.messages import Ack, EventBatch, SlotSample, State, Telemetry, WireEvent
 from sync.model_transfer import ModelChunk
 from sync.topics import Channel, parse_topic, topic
-from sync.transport import Message, MqttTransport, TransportError, Will
+from sync.transport import Message, TransportError, Will
 
 log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    """What the agent needs of the link to the broker (``sync.transport.MqttTransport``; the
+    unit tests use a fake in memory, the rest of the suite a real Mosquitto)."""
+
+    connects: int  # connections made so far: a change means a new link (resend what is unacked)
+
+    @property
+    def connected(self) -> bool: ...
+
+    def set_will(self, will: Will | None) -> None: ...
+
+    async def subscribe(self, topic_filter: str, qos: int = 1, timeout: float | None = 10.0) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self, *, publish_will: bool = True, timeout: float = 5.0) -> None: ...
+
+    async def wait_connected(self, timeout: float | None = None) -> None: ...
+
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, timeout: float | None = 30.0
+    ) -> None: ...
+
+    def messages(self) -> AsyncIterator[Message]: ...
 
 
 @dataclass(frozen=True)
@@ -56,7 +82,7 @@ class SyncAgent:
         self,
         cabinet_id: str,
         ledger: Any,  # AsyncLedger
-        transport: MqttTransport,
+        transport: Transport,
         commands: CommandHandler,
         trust: Trust,
         settings: SyncSettings,
@@ -111,8 +137,10 @@ class SyncAgent:
         for t in list(self._command_tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(t, 5)
-        with contextlib.suppress(Exception):
+        try:
             await self.transport.close()
+        except Exception:
+            log.exception("sync: closing the link failed")
 
     def wake(self) -> None:
         """Something new is in the ledger: send it soon."""
@@ -257,7 +285,7 @@ class SyncAgent:
             return config
 
         try:
-            config = await self.ledger.run(accept)
+            config: SignedConfig = await self.ledger.run(accept)
         except Duplicate:
             return None  # the retained copy again, after a reconnect
         except SecurityRejection as e:

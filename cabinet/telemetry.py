@@ -151,7 +151,10 @@ class TelemetryStore:
             " (SELECT rowid, * FROM samples WHERE sn = ? ORDER BY rowid DESC LIMIT ?) ORDER BY rowid",
             (sn, limit),
         ).fetchall()
-        return [Sample(*r[:9], None if r[9] is None else bool(r[9])) for r in rows]
+        return [
+            Sample(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], None if r[9] is None else bool(r[9]))
+            for r in rows
+        ]
 
     def batteries(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT sn FROM samples ORDER BY sn")]

@@ -11,15 +11,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
 
-def notify(state: str, env: dict[str, str] | None = None) -> bool:
+def notify(state: str, env: Mapping[str, str] | None = None) -> bool:
     """Send ``state`` (e.g. ``READY=1``) to systemd; False when not running under systemd."""
-    env = os.environ if env is None else env
-    addr = env.get("NOTIFY_SOCKET")
+    addr = (os.environ if env is None else env).get("NOTIFY_SOCKET")
     if not addr:
         return False
     if addr.startswith("@"):
@@ -30,11 +29,11 @@ def notify(state: str, env: dict[str, str] | None = None) -> bool:
     return True
 
 
-def watchdog_interval(env: dict[str, str] | None = None) -> float | None:
+def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
     """Half of systemd's ``WATCHDOG_USEC`` in seconds, or None when the watchdog is off."""
-    env = os.environ if env is None else env
-    usec = env.get("WATCHDOG_USEC")
-    pid = env.get("WATCHDOG_PID")
+    e = os.environ if env is None else env
+    usec = e.get("WATCHDOG_USEC")
+    pid = e.get("WATCHDOG_PID")
     if not usec or (pid and int(pid) != os.getpid()):
         return None
     return int(usec) / 2e6

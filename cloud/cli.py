@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -13,6 +14,9 @@ from datetime import date
 from pathlib import Path
 
 from cloud.config import CloudConfig, ConfigError
+
+#: What the ``cloud`` extra installs (a cabinet's install has none of it).
+CLOUD_MODULES = ("sqlalchemy", "alembic")
 
 EPILOG = """\
 examples:
@@ -147,6 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cabinet-cloud`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    missing = [m for m in CLOUD_MODULES if importlib.util.find_spec(m) is None]
+    if missing:  # a cabinet's install: the cloud's stack is an extra (setup.cfg, docs/deploy.md)
+        print(
+            f"cabinet-cloud needs the cloud's packages ({', '.join(missing)} missing): "
+            "pip install 'charge-cabinet[cloud]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         cfg = _config(args)
         return COMMANDS[args.command](cfg, args)

@@ -118,7 +118,8 @@ class FaultPredictor:
         if x.shape[0] == 0:
             return np.empty(0)
         out = self._session.run([self._output], {self._input: x})[0]
-        return np.clip(np.asarray(out, dtype=float)[:, 1], 0.0, 1.0)
+        risk: np.ndarray = np.clip(np.asarray(out, dtype=float)[:, 1], 0.0, 1.0)
+        return risk
 
     def predict(
         self, windows: Iterable[BatteryTelemetry] | Mapping[str, BatteryTelemetry]
