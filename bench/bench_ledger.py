@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             base = raw_sqlite(Path(tmp) / f"raw{r}.db", n, body)
             ours = ledger_commits(Path(tmp) / f"ledger{r}.db", n)
             rounds.append((base, ours))
-            print(f"round {r + 1}: raw sqlite3 {base:,.0f} commits/s, ledger {ours:,.0f} commits/s, ratio {ours / base:.2f}")
+            print(
+                f"round {r + 1}: raw sqlite3 {base:,.0f} commits/s, ledger {ours:,.0f} commits/s, ratio {ours / base:.2f}"
+            )
     base = sorted(b for b, _ in rounds)[1]
     ours = sorted(o for _, o in rounds)[1]
     ratio = ours / base

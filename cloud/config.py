@@ -213,6 +213,6 @@ def config_reference() -> str:
     """The Markdown table of every config key (docs/cloud.md embeds it; a test keeps it current)."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for f in fields(CloudConfig):
-        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc,operator]
         lines.append(f"| `{f.name}` | {type(default).__name__} | `{default!r}` | {f.metadata['help']} |")
     return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -129,10 +130,9 @@ def _bump(conn: Connection, key: str, now: float, window_s: int) -> tuple[int, f
     that has passed starts again at 1.
     """
     dialect = conn.engine.dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as upsert
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    upsert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert  # the same ON CONFLICT API
     expired = auth_throttle.c.window_start <= now - window_s
     stmt = upsert(auth_throttle).values(key=key, window_start=now, count=1)
     stmt = stmt.on_conflict_do_update(

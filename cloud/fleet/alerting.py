@@ -128,7 +128,6 @@ def on_event(
     """One applied cabinet event (in seq order, inside the ingest's transaction)."""
     if type_ not in EVENT_TYPES:
         return
-    ids = {"seq": seq, "event_id": event_id}
     if type_ in (EventType.BOARD_DOWN, EventType.BOARD_UP):
         subject = f"board {body.get('board')}"
         if type_ == EventType.BOARD_UP:
@@ -137,7 +136,9 @@ def on_event(
         detail = f"slot board {body.get('board')} (slots {body.get('first_slot')}-{body.get('last_slot')}) isolated"
         if body.get("detail"):
             detail += f": {body['detail']}"
-        raise_alert(conn, cabinet, "board_down", "warning", detail, at=at, subject=subject, **ids)
+        raise_alert(
+            conn, cabinet, "board_down", "warning", detail, at=at, subject=subject, seq=seq, event_id=event_id
+        )
     elif type_ == EventType.STOCK_CHANGED:
         counts = f"{body.get('rentable')} rentable, {body.get('free')} free slots"
         for kind, on, what in (
@@ -145,7 +146,9 @@ def on_event(
             ("cabinet_full", body.get("full"), "no free slot: returns are refused"),
         ):
             if on:
-                raise_alert(conn, cabinet, kind, "warning", f"{what} ({counts})", at=at, **ids)
+                raise_alert(
+                    conn, cabinet, kind, "warning", f"{what} ({counts})", at=at, seq=seq, event_id=event_id
+                )
             else:
                 clear_alert(conn, cabinet, kind, at=at)
     else:
@@ -156,7 +159,17 @@ def on_event(
         days = float(body.get("days_left") or 0)
         severity = "critical" if days <= 0 else "warning"
         detail = f"{subject} expires {_utc(body.get('not_after'))} ({days:.1f} days left)"
-        raise_alert(conn, cabinet, "cert_expiring", severity, detail, at=at, subject=subject, **ids)
+        raise_alert(
+            conn,
+            cabinet,
+            "cert_expiring",
+            severity,
+            detail,
+            at=at,
+            subject=subject,
+            seq=seq,
+            event_id=event_id,
+        )
 
 
 # --- from state, telemetry and silence ----------------------------------------------------

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, RowMapping, select, update
 
 from cloud.alerts import add_alert, insert_ignore
 from cloud.db import cabinet_claims, cabinets, clock_anchors, commands, passes, rentals
@@ -358,7 +358,7 @@ def expire_pending(engine: Engine, now: float) -> list[int]:
 # --- the operator's side ---------------------------------------------------------------------
 
 
-def claim_json(r: Mapping[str, Any]) -> dict[str, Any]:
+def claim_json(r: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": r["id"],
         "cabinet": r["cabinet_id"],

@@ -385,12 +385,11 @@ class Signatures:
             ).scalar()
             if newest_revocation is None:
                 return []
-            published = dict(
-                conn.execute(
-                    select(config_versions.c.cabinet_id, func.max(config_versions.c.issued_at))
-                    .where(config_versions.c.published_at.is_not(None))
-                    .group_by(config_versions.c.cabinet_id)
-                ).all()
-            )
+            rows = conn.execute(
+                select(config_versions.c.cabinet_id, func.max(config_versions.c.issued_at))
+                .where(config_versions.c.published_at.is_not(None))
+                .group_by(config_versions.c.cabinet_id)
+            ).all()
+            published: dict[str, float] = {cab: at for cab, at in rows}
             ids = conn.execute(select(cabinets.c.id).order_by(cabinets.c.id)).scalars().all()
         return [c for c in ids if published.get(c, float("-inf")) < newest_revocation]

@@ -13,7 +13,11 @@ from sync.commands import CommandKind
 
 def handler(rig) -> CommandHandler:
     return CommandHandler(
-        rig.ledger, rig.controller, rig.cab.trust, request_exit=rig.cab.request_exit, models=rig.cab.model_updater
+        rig.ledger,
+        rig.controller,
+        rig.cab.trust,
+        request_exit=rig.cab.request_exit,
+        models=rig.cab.model_updater,
     )
 
 

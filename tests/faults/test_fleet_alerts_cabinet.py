@@ -116,7 +116,9 @@ async def test_full_and_empty_are_recorded_on_each_change_only(fault_rig, cloud_
     await asyncio.sleep(5 * rig.cab.config["bus.poll_interval_s"])
     assert len(await changes()) == 3  # no repeat while it stays so
 
-    fresh = ConditionWatch(rig.cab.config, rig.ledger, rig.cab.bus, rig.controller)  # a restart reads the recorded state back: nothing repeated
+    fresh = ConditionWatch(
+        rig.cab.config, rig.ledger, rig.cab.bus, rig.controller
+    )  # a restart reads the recorded state back: nothing repeated
     await fresh.start()
     try:
         assert fresh.stock == (True, False)

@@ -50,7 +50,9 @@ async def test_unusable_ledger_is_shown_and_renting_refused(tmp_path, monkeypatc
     port = free_port()
     async with SimServer(SimConfig(slots=8, slots_per_board=4, seed=1, fill=0.0), speed=1.0) as sim:
         monkeypatch.setenv("CABINET_SIM_GPIO", sim.gpio_address)
-        cab = Cabinet(make_config(tmp_path, sim.pty_path, 8, web={"enabled": True, "host": "127.0.0.1", "port": port}))
+        cab = Cabinet(
+            make_config(tmp_path, sim.pty_path, 8, web={"enabled": True, "host": "127.0.0.1", "port": port})
+        )
         await cab.start()
         try:
             deadline = asyncio.get_running_loop().time() + 10
