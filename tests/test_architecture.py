@@ -95,3 +95,109 @@ def test_architecture_doc_states_the_rules_the_checker_enforces() -> None:
         line = next((ln for ln in doc.splitlines() if ln.startswith(package + " ") and "──►" in ln), "")
         assert line, f"docs/architecture.md has no import rule for {package}"
         assert set(line.split("──►")[1].split("(")[0].replace(",", " ").split()) == allowed, line
+
+
+# --- no import circles ----------------------------------------------------------------------
+
+CYCLE_PACKAGES = ("cabinet", "drivers", "sync", "cloud", "models", "hardware_sim")
+
+
+def module_name(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path, packages: tuple[str, ...] = CYCLE_PACKAGES) -> dict[str, set[str]]:
+    """Module -> project modules it imports anywhere (top level, in functions, under
+    TYPE_CHECKING: each is a dependency a reader must follow), relative imports resolved.
+    ``from pkg import name`` counts as an import of ``pkg.name`` when that is a module."""
+    files = {module_name(root, p): p for pkg in packages for p in (root / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        here = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    name = a.name
+                    while name and name not in files:
+                        name = name.rpartition(".")[0]
+                    if name:
+                        edges.add(name)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base_parts = here[: len(here) - (node.level - 1)] if node.level > 1 else here
+                    base = ".".join([*base_parts, *([node.module] if node.module else [])])
+                else:
+                    base = node.module or ""
+                for a in node.names:
+                    if f"{base}.{a.name}" in files:
+                        edges.add(f"{base}.{a.name}")
+                    elif base in files:
+                        edges.add(base)
+        edges.discard(mod)
+        graph[mod] = edges
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    m = stack.pop()
+                    on_stack.discard(m)
+                    comp.append(m)
+                    if m == node:
+                        break
+                if len(comp) > 1:
+                    cycles.append(sorted(comp))
+    return cycles
+
+
+def test_no_module_imports_itself_back_through_others() -> None:
+    cycles = import_cycles(import_graph(ROOT))
+    detail = []
+    graph = import_graph(ROOT)
+    for comp in cycles:
+        detail += [f"{m} -> {sorted(graph[m] & set(comp))}" for m in comp]
+    assert cycles == [], "import circles:\n" + "\n".join(detail)
+
+
+def test_the_cycle_checker_finds_a_circle_through_a_function_body_import(tmp_path: Path) -> None:
+    pkg = tmp_path / "cabinet"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "service.py").write_text("def start():\n    from cabinet.assemble import build\n")
+    (pkg / "assemble.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import service\n"
+    )
+    (pkg / "other.py").write_text("from cabinet import service\n")
+    assert import_cycles(import_graph(tmp_path, ("cabinet",))) == [["cabinet.assemble", "cabinet.service"]]
