@@ -1,4 +1,4 @@
-"""The edge<->cloud protocol: topics, CBOR messages, Ed25519 signatures, and the MQTT transport.
+"""The edge<->cloud protocol: topics, CBOR messages, the event contract, Ed25519 signatures, MQTT.
 
 Both the cabinet and the cloud import only these names. See docs/protocol.md.
 """
@@ -23,6 +23,17 @@ from sync.errors import (
     UnexpectedKind,
     UnknownKey,
     UnsupportedVersion,
+)
+from sync.events import (
+    BODIES,
+    CommandStatus,
+    EventBody,
+    EventType,
+    InvalidEventBody,
+    LedgerRentalState,
+    RentalSource,
+    RentalStatus,
+    parse_body,
 )
 from sync.messages import Ack, EventBatch, SlotSample, State, Telemetry, WireEvent, decode_for_topic
 from sync.passes import OfflinePass, decode_pass_text, encode_pass_text
@@ -55,6 +66,7 @@ from sync.topics import (
 )
 
 __all__ = [
+    "BODIES",
     "CHANNELS",
     "CLOUD_SHARED_EV",
     "COMMAND_ARGS",
@@ -65,14 +77,19 @@ __all__ = [
     "Channel",
     "Command",
     "CommandKind",
+    "CommandStatus",
     "Config",
     "ConfigBody",
     "Downgraded",
     "Duplicate",
     "EventBatch",
+    "EventBody",
+    "EventType",
     "Expired",
     "Forged",
+    "InvalidEventBody",
     "InvalidTopic",
+    "LedgerRentalState",
     "MalformedMessage",
     "MemoryReplayStore",
     "Misaddressed",
@@ -80,6 +97,8 @@ __all__ = [
     "OfflinePass",
     "OversizedMessage",
     "ProtocolError",
+    "RentalSource",
+    "RentalStatus",
     "ReplayState",
     "ReplayStore",
     "Replayed",
@@ -106,6 +125,7 @@ __all__ = [
     "load_private_key_pem",
     "load_public_key_b64",
     "load_public_key_pem",
+    "parse_body",
     "parse_topic",
     "private_key_pem",
     "public_key_b64",

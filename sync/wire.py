@@ -14,6 +14,8 @@ bad value fails where it is made, on either side). Nothing is written by hand pe
   returning what is wrong, or ``None``) runs here too, field by field in declaration order, so the
   first bad field is the one named; a ``strict`` class refuses keys it does not declare (event
   bodies: a typo must not vanish), the others ignore them (a newer sender may add optional ones).
+  Values are handed to the class as decoded (a nested map stays a map, an array a list): its
+  ``__post_init__`` checks and converts them.
 
 Every refusal names the record and the field. The messages' exception and wording are the
 class's ``WIRE_ERRORS`` (a ``WireErrors``): ``MalformedMessage("ack.cabinet: missing")`` for a
