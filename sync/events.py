@@ -221,7 +221,8 @@ MAP = _mapping
 SOURCE = _one_of(*RentalSource)
 
 
-def _checked(check: Check, cast: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+def checked(check: Check, cast: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """A body field's metadata: its check, and what a good value becomes (an enum member)."""
     return wire.wire(check=check, cast=cast)
 
 
@@ -285,9 +286,9 @@ class LedgerOpened(EventBody):
     """The ledger was opened by the cabinet process (once per start)."""
 
     TYPE = EventType.LEDGER_OPENED
-    boot_id: str = field(metadata=_checked(ID))
-    version: int = field(metadata=_checked(_int(1, 10_000)))
-    software: str | None = field(default=None, metadata=_checked(ID))
+    boot_id: str = field(metadata=checked(ID))
+    version: int = field(metadata=checked(_int(1, 10_000)))
+    software: str | None = field(default=None, metadata=checked(ID))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,10 +296,10 @@ class BatterySeen(EventBody):
     """A battery first known to the cabinet in a slot (installation, or back from repair)."""
 
     TYPE = EventType.BATTERY_SEEN
-    slot: int = field(metadata=_checked(SLOT))
-    sn: str = field(metadata=_checked(SN))
-    soc: float | None = field(default=None, metadata=_checked(SOC))
-    cycles: int | None = field(default=None, metadata=_checked(CYCLES))
+    slot: int = field(metadata=checked(SLOT))
+    sn: str = field(metadata=checked(SN))
+    soc: float | None = field(default=None, metadata=checked(SOC))
+    cycles: int | None = field(default=None, metadata=checked(CYCLES))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -306,11 +307,11 @@ class BatteryReturned(EventBody):
     """A battery was seated and locked in an empty slot; ends its local rental if any."""
 
     TYPE = EventType.BATTERY_RETURNED
-    slot: int = field(metadata=_checked(SLOT))
-    sn: str = field(metadata=_checked(SN))
-    rental_id: str | None = field(default=None, metadata=_checked(ID))
-    soc: float | None = field(default=None, metadata=_checked(SOC))
-    temp_c: float | None = field(default=None, metadata=_checked(TEMP_C))
+    slot: int = field(metadata=checked(SLOT))
+    sn: str = field(metadata=checked(SN))
+    rental_id: str | None = field(default=None, metadata=checked(ID))
+    soc: float | None = field(default=None, metadata=checked(SOC))
+    temp_c: float | None = field(default=None, metadata=checked(TEMP_C))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,8 +319,8 @@ class BatteryRemovedUnexpected(EventBody):
     """A battery left its slot without an eject (theft or broken latch): it is now missing."""
 
     TYPE = EventType.BATTERY_REMOVED_UNEXPECTED
-    slot: int = field(metadata=_checked(SLOT))
-    sn: str = field(metadata=_checked(SN))
+    slot: int = field(metadata=checked(SLOT))
+    sn: str = field(metadata=checked(SN))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,9 +328,9 @@ class BatteryQuarantined(EventBody):
     """A battery must not be charged or rented until released."""
 
     TYPE = EventType.BATTERY_QUARANTINED
-    sn: str = field(metadata=_checked(SN))
-    reason: str = field(metadata=_checked(REASON))
-    risk: float | None = field(default=None, metadata=_checked(RISK))
+    sn: str = field(metadata=checked(SN))
+    reason: str = field(metadata=checked(REASON))
+    risk: float | None = field(default=None, metadata=checked(RISK))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -337,9 +338,9 @@ class BatteryReleased(EventBody):
     """A quarantined battery is usable again."""
 
     TYPE = EventType.BATTERY_RELEASED
-    sn: str = field(metadata=_checked(SN))
-    reason: str = field(metadata=_checked(REASON))
-    risk: float | None = field(default=None, metadata=_checked(RISK))
+    sn: str = field(metadata=checked(SN))
+    reason: str = field(metadata=checked(REASON))
+    risk: float | None = field(default=None, metadata=checked(RISK))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -347,8 +348,8 @@ class BatteryGone(EventBody):
     """A battery left the cabinet for good or for a while: repair, written_off, lost, sold..."""
 
     TYPE = EventType.BATTERY_GONE
-    sn: str = field(metadata=_checked(SN))
-    reason: str = field(metadata=_checked(REASON))
+    sn: str = field(metadata=checked(SN))
+    reason: str = field(metadata=checked(REASON))
 
 
 def _pass_needs_pass_id(source: str | None, pass_id: str | None) -> str | None:
@@ -362,11 +363,11 @@ class RentalRequested(EventBody):
     """Optional: a rent request accepted, recorded before the lock is pulsed."""
 
     TYPE = EventType.RENTAL_REQUESTED
-    rental_id: str = field(metadata=_checked(ID))
-    source: RentalSource = field(metadata=_checked(SOURCE, RentalSource))
-    user: str | None = field(default=None, metadata=_checked(ID))
-    pass_id: str | None = field(default=None, metadata=_checked(ID))
-    cmd_id: str | None = field(default=None, metadata=_checked(ID))
+    rental_id: str = field(metadata=checked(ID))
+    source: RentalSource = field(metadata=checked(SOURCE, RentalSource))
+    user: str | None = field(default=None, metadata=checked(ID))
+    pass_id: str | None = field(default=None, metadata=checked(ID))
+    cmd_id: str | None = field(default=None, metadata=checked(ID))
 
     def rule(self) -> str | None:
         return _pass_needs_pass_id(self.source, self.pass_id)
@@ -377,13 +378,13 @@ class RentalStarted(EventBody):
     """The user took the ejected battery: the rental is running."""
 
     TYPE = EventType.RENTAL_STARTED
-    rental_id: str = field(metadata=_checked(ID))
-    sn: str = field(metadata=_checked(SN))
-    slot: int = field(metadata=_checked(SLOT))
-    source: RentalSource = field(metadata=_checked(SOURCE, RentalSource))
-    user: str | None = field(default=None, metadata=_checked(ID))
-    pass_id: str | None = field(default=None, metadata=_checked(ID))
-    cmd_id: str | None = field(default=None, metadata=_checked(ID))
+    rental_id: str = field(metadata=checked(ID))
+    sn: str = field(metadata=checked(SN))
+    slot: int = field(metadata=checked(SLOT))
+    source: RentalSource = field(metadata=checked(SOURCE, RentalSource))
+    user: str | None = field(default=None, metadata=checked(ID))
+    pass_id: str | None = field(default=None, metadata=checked(ID))
+    cmd_id: str | None = field(default=None, metadata=checked(ID))
 
     def rule(self) -> str | None:
         return _pass_needs_pass_id(self.source, self.pass_id)
@@ -394,10 +395,10 @@ class RentalAborted(EventBody):
     """A rent request ended without a battery leaving (not taken, jam, none rentable)."""
 
     TYPE = EventType.RENTAL_ABORTED
-    rental_id: str = field(metadata=_checked(ID))
-    slot: int | None = field(default=None, metadata=_checked(SLOT))
-    reason: str = field(metadata=_checked(REASON))
-    source: RentalSource | None = field(default=None, metadata=_checked(SOURCE, RentalSource))
+    rental_id: str = field(metadata=checked(ID))
+    slot: int | None = field(default=None, metadata=checked(SLOT))
+    reason: str = field(metadata=checked(REASON))
+    source: RentalSource | None = field(default=None, metadata=checked(SOURCE, RentalSource))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -405,9 +406,9 @@ class SlotFault(EventBody):
     """A slot has a fault (jam, board, sensor); it stays until cleared."""
 
     TYPE = EventType.SLOT_FAULT
-    slot: int = field(metadata=_checked(SLOT))
-    kind: str = field(metadata=_checked(ID))
-    detail: str | None = field(default=None, metadata=_checked(DETAIL))
+    slot: int = field(metadata=checked(SLOT))
+    kind: str = field(metadata=checked(ID))
+    detail: str | None = field(default=None, metadata=checked(DETAIL))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -415,9 +416,9 @@ class SlotFaultCleared(EventBody):
     """A slot's fault was cleared."""
 
     TYPE = EventType.SLOT_FAULT_CLEARED
-    slot: int = field(metadata=_checked(SLOT))
-    by: str | None = field(default=None, metadata=_checked(ID))
-    detail: str | None = field(default=None, metadata=_checked(DETAIL))
+    slot: int = field(metadata=checked(SLOT))
+    by: str | None = field(default=None, metadata=checked(ID))
+    detail: str | None = field(default=None, metadata=checked(DETAIL))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -425,9 +426,9 @@ class SlotQuarantined(EventBody):
     """A slot must not be used (charged, ejected, returned into) until released."""
 
     TYPE = EventType.SLOT_QUARANTINED
-    slot: int = field(metadata=_checked(SLOT))
-    reason: str = field(metadata=_checked(REASON))
-    by: str = field(metadata=_checked(ID))
+    slot: int = field(metadata=checked(SLOT))
+    reason: str = field(metadata=checked(REASON))
+    by: str = field(metadata=checked(ID))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -435,9 +436,9 @@ class SlotReleased(EventBody):
     """A quarantined slot is usable again."""
 
     TYPE = EventType.SLOT_RELEASED
-    slot: int = field(metadata=_checked(SLOT))
-    reason: str = field(metadata=_checked(REASON))
-    by: str = field(metadata=_checked(ID))
+    slot: int = field(metadata=checked(SLOT))
+    reason: str = field(metadata=checked(REASON))
+    by: str = field(metadata=checked(ID))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -445,9 +446,9 @@ class CommandReceived(EventBody):
     """A cloud command passed its checks and is about to be acted on (recorded first)."""
 
     TYPE = EventType.COMMAND_RECEIVED
-    cmd_id: str = field(metadata=_checked(ID))
-    kind: str = field(metadata=_checked(ID))
-    args: Mapping[str, Any] | None = field(default=None, metadata=_checked(MAP))
+    cmd_id: str = field(metadata=checked(ID))
+    kind: str = field(metadata=checked(ID))
+    args: Mapping[str, Any] | None = field(default=None, metadata=checked(MAP))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -455,9 +456,9 @@ class CommandResult(EventBody):
     """The outcome of a received command."""
 
     TYPE = EventType.COMMAND_RESULT
-    cmd_id: str = field(metadata=_checked(ID))
-    ok: bool = field(metadata=_checked(BOOL))
-    detail: str | None = field(default=None, metadata=_checked(DETAIL))
+    cmd_id: str = field(metadata=checked(ID))
+    ok: bool = field(metadata=checked(BOOL))
+    detail: str | None = field(default=None, metadata=checked(DETAIL))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -465,8 +466,8 @@ class SecurityEvent(EventBody):
     """Something was refused for security: forged, expired, replayed or misaddressed."""
 
     TYPE = EventType.SECURITY_EVENT
-    kind: str = field(metadata=_checked(ID))
-    detail: str | None = field(default=None, metadata=_checked(DETAIL))
+    kind: str = field(metadata=checked(ID))
+    detail: str | None = field(default=None, metadata=checked(DETAIL))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -474,7 +475,7 @@ class ConfigApplied(EventBody):
     """A signed config version took effect."""
 
     TYPE = EventType.CONFIG_APPLIED
-    version: int = field(metadata=_checked(_int(0)))
+    version: int = field(metadata=checked(_int(0)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -482,9 +483,9 @@ class TechAction(EventBody):
     """Audit record of a technician's action on site."""
 
     TYPE = EventType.TECH_ACTION
-    technician: str = field(metadata=_checked(ID))
-    action: str = field(metadata=_checked(ID))
-    detail: str | None = field(default=None, metadata=_checked(DETAIL))
+    technician: str = field(metadata=checked(ID))
+    action: str = field(metadata=checked(ID))
+    detail: str | None = field(default=None, metadata=checked(DETAIL))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -492,8 +493,8 @@ class PassUsed(EventBody):
     """An offline pass was used to open a rental on this cabinet."""
 
     TYPE = EventType.PASS_USED
-    pass_id: str = field(metadata=_checked(ID))
-    rental_id: str = field(metadata=_checked(ID))
+    pass_id: str = field(metadata=checked(ID))
+    rental_id: str = field(metadata=checked(ID))
 
 
 # conditions the fleet must be told of, recorded on each transition only (cabinet/conditions.py)
@@ -504,10 +505,10 @@ class BoardDown(EventBody):
     """A slot board stopped answering and is isolated: its slots read unknown."""
 
     TYPE = EventType.BOARD_DOWN
-    board: int = field(metadata=_checked(BOARD))
-    first_slot: int = field(metadata=_checked(SLOT))
-    last_slot: int = field(metadata=_checked(SLOT))
-    detail: str | None = field(default=None, metadata=_checked(DETAIL))
+    board: int = field(metadata=checked(BOARD))
+    first_slot: int = field(metadata=checked(SLOT))
+    last_slot: int = field(metadata=checked(SLOT))
+    detail: str | None = field(default=None, metadata=checked(DETAIL))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -515,8 +516,8 @@ class BoardUp(EventBody):
     """An isolated slot board answers again."""
 
     TYPE = EventType.BOARD_UP
-    board: int = field(metadata=_checked(BOARD))
-    detail: str | None = field(default=None, metadata=_checked(DETAIL))
+    board: int = field(metadata=checked(BOARD))
+    detail: str | None = field(default=None, metadata=checked(DETAIL))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -524,10 +525,10 @@ class StockChanged(EventBody):
     """The cabinet became or stopped being empty (no rentable battery) or full (no free slot)."""
 
     TYPE = EventType.STOCK_CHANGED
-    empty: bool = field(metadata=_checked(BOOL))
-    full: bool = field(metadata=_checked(BOOL))
-    rentable: int = field(metadata=_checked(COUNT))
-    free: int = field(metadata=_checked(COUNT))
+    empty: bool = field(metadata=checked(BOOL))
+    full: bool = field(metadata=checked(BOOL))
+    rentable: int = field(metadata=checked(COUNT))
+    free: int = field(metadata=checked(COUNT))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -535,9 +536,9 @@ class CertExpiring(EventBody):
     """A certificate the cabinet uses expires within alerts.cert_warn_days (or has expired)."""
 
     TYPE = EventType.CERT_EXPIRING
-    cert: str = field(metadata=_checked(ID))
-    not_after: float = field(metadata=_checked(TIME))
-    days_left: float = field(metadata=_checked(_number(-1e6, 1e6)))
+    cert: str = field(metadata=checked(ID))
+    not_after: float = field(metadata=checked(TIME))
+    days_left: float = field(metadata=checked(_number(-1e6, 1e6)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -545,8 +546,8 @@ class CertRenewed(EventBody):
     """A certificate reported as expiring is valid long enough again (replaced)."""
 
     TYPE = EventType.CERT_RENEWED
-    cert: str = field(metadata=_checked(ID))
-    not_after: float = field(metadata=_checked(TIME))
+    cert: str = field(metadata=checked(ID))
+    not_after: float = field(metadata=checked(TIME))
 
 
 BODIES: dict[EventType, type[EventBody]] = {
