@@ -8,8 +8,10 @@ run them in a worker thread, and never inside an open database transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Protocol
 
 from cloud.errors import CloudError
 
@@ -51,6 +53,15 @@ class InvalidRequest(PaymentError):
     code = "invalid_request"
 
 
+class ProviderUnavailable(PaymentError):
+    """The provider answered 5xx, or not at all in time: the call may or may not have taken effect.
+
+    Retry with the same idempotency key (the provider then returns the first result)."""
+
+    status = 503
+    code = "provider_unavailable"
+
+
 class IdempotencyConflict(PaymentError):
     """The idempotency key was used before for a different request."""
 
@@ -60,12 +71,22 @@ class IdempotencyConflict(PaymentError):
 
 @dataclass(frozen=True)
 class Hold:
-    """Money reserved on a card."""
+    """Money reserved on a card, or a reservation the renter still has to confirm.
+
+    ``status`` is ``held`` when the money is reserved now (a card hold, a frozen Alipay
+    authorization), ``pending`` when the renter must first confirm in the provider's app
+    (a WeChat Pay Score service order before ``USER_CONFIRMED``; a Stripe PaymentIntent that
+    needs 3-D Secure): the phone gets ``client_action`` (what the provider's SDK on the phone
+    needs) and the hold becomes ``held`` with a ``hold.confirmed`` notification
+    (:class:`ProviderEvent`) or a :meth:`RealProvider.hold_status` query.
+    """
 
     hold_ref: str
     amount: int
     currency: str
     expires_at: float
+    status: str = "held"  # held | pending
+    client_action: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +136,91 @@ class Provider(Protocol):
 
     def refund(self, hold_ref: str, amount: int, idempotency_key: str) -> Refund:
         """Give back ``amount`` of what was captured (several partial refunds allowed)."""
+        ...
+
+
+#: The kinds of :class:`ProviderEvent`, whatever the provider calls them.
+EVENT_KINDS = (
+    "hold.confirmed",  # the renter confirmed a pending hold: the money is reserved now
+    "hold.expired",  # the hold or authorization ran out before a capture
+    "hold.captured",  # a capture completed (async confirmation of a synchronous answer)
+    "hold.voided",  # the hold was released without a capture
+    "refund.succeeded",
+    "payment.failed",  # a capture the provider could not collect (the fee stays due)
+    "dispute.opened",  # a chargeback or provider dispute: ``amount`` is what is contested
+    "dispute.closed",  # ``data["outcome"]``: won | lost
+    "payout.paid",  # money paid out to a merchant's account arrived
+    "payout.failed",
+)
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """One verified notification from a provider, in the cloud's terms.
+
+    ``event_id`` is the provider's own id of the notification (a duplicate delivery has the same
+    one); ``hold_ref`` is the reference :meth:`Provider.authorize` returned; amounts are integer
+    minor units.
+    """
+
+    event_id: str
+    kind: str  # one of EVENT_KINDS
+    hold_ref: str | None
+    amount: int | None = None
+    currency: str | None = None
+    provider_type: str = ""  # the provider's own name of the event (e.g. charge.dispute.created)
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    """One line of the provider's statement for a day (the trade bill, the balance transactions).
+
+    ``amount`` is signed, in minor units: positive when money came in for the merchant (a
+    capture), negative when it went out (a refund, a lost dispute, a fee, a payout).
+    """
+
+    provider_ref: str  # the provider's id of the transaction
+    kind: str  # capture | refund | dispute | fee | payout
+    amount: int
+    currency: str
+    at: float  # unix time
+    hold_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Payout:
+    """Money sent to a merchant's account (WeChat profit sharing, Alipay settle, a Connect transfer)."""
+
+    payout_ref: str
+    destination: str
+    amount: int
+    currency: str
+    status: str  # pending | paid | failed
+
+
+class RealProvider(Provider, Protocol):
+    """A provider reached over the network (WeChat Pay, Alipay, Stripe): also notifications,
+    queries after a restart, statements for reconciliation and merchant payouts."""
+
+    def hold_status(self, hold_ref: str) -> str:
+        """The provider's state of a hold: pending | held | captured | voided | expired."""
+        ...
+
+    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ProviderEvent:
+        """Verify one notification exactly as the provider documents it and return it in the
+        cloud's terms; raises ``cloud.payments.webhooks.WebhookRejected`` for a bad one."""
+        ...
+
+    def statement(self, day: date) -> list[StatementLine]:
+        """The provider's statement lines for ``day`` (UTC)."""
+        ...
+
+    def payout(
+        self, destination: str, amount: int, currency: str, hold_ref: str | None, idempotency_key: str
+    ) -> Payout:
+        """Pay ``amount`` to a merchant's account, once per idempotency key (``hold_ref``: the
+        payment it is a share of, where the provider shares per payment, e.g. WeChat)."""
         ...
 
 

@@ -1,0 +1,1 @@
+"""Local fakes of the payment providers: their published endpoints and signature schemes."""

@@ -1,0 +1,1 @@
+"""Contract tests of the payment providers, each through its real SDK against its local fake."""
