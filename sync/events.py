@@ -263,10 +263,6 @@ class EventBody(WireRecord):
     def __post_init__(self) -> None:
         where = self.TYPE.value
         wire.check_fields(self, where)
-        for f in wire.spec(type(self)).fields:
-            v = getattr(self, f.name)
-            if isinstance(v, Mapping):
-                object.__setattr__(self, f.name, dict(v))  # the caller's map cannot change it later
         problem = self.rule()
         if problem:
             raise InvalidEventBody(f"{where}: {problem}")
@@ -448,7 +444,8 @@ class CommandReceived(EventBody):
     TYPE = EventType.COMMAND_RECEIVED
     cmd_id: str = field(metadata=checked(ID))
     kind: str = field(metadata=checked(ID))
-    args: Mapping[str, Any] | None = field(default=None, metadata=checked(MAP))
+    # kept as a copy (dict): the caller's map cannot change it later
+    args: Mapping[str, Any] | None = field(default=None, metadata=checked(MAP, dict))
 
 
 @dataclass(frozen=True, kw_only=True)

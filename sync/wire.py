@@ -102,6 +102,8 @@ class WireSpec:
 
     fields: tuple[WireField, ...]
     names: frozenset[str]
+    writes: tuple[tuple[str, bool], ...]
+    """(name, omit_none) of each field, for ``to_wire``."""
     strict: bool
     errors: WireErrors
 
@@ -139,15 +141,24 @@ def _spec(cls: type) -> WireSpec:
     return WireSpec(
         tuple(out),
         frozenset(f.name for f in out),
+        tuple((f.name, f.opts.omit_none) for f in out),
         bool(getattr(cls, "WIRE_STRICT", False)),
         getattr(cls, "WIRE_ERRORS", WIRE_ERRORS),
     )
 
 
+_PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def _wire_value(v: Any) -> Any:
+    t = type(v)
+    if t in _PLAIN:
+        return v
+    if t is dict:
+        return dict(v)
     if isinstance(v, Enum):
         return v.value
-    if isinstance(v, str | int | float | bytes) or v is None:
+    if isinstance(v, str | int | float | bytes):
         return v
     if isinstance(v, Mapping):
         return dict(v)
@@ -162,11 +173,11 @@ def _wire_value(v: Any) -> Any:
 def to_wire(obj: Any) -> dict[str, Any]:
     """The record as a CBOR-ready map (see the module's docstring)."""
     out: dict[str, Any] = {}
-    for f in spec(type(obj)).fields:
-        v = getattr(obj, f.name)
-        if v is None and f.opts.omit_none:
+    for name, omit_none in spec(type(obj)).writes:
+        v = getattr(obj, name)
+        if v is None and omit_none:
             continue
-        out[f.name] = _wire_value(v)
+        out[name] = _wire_value(v)
     return out
 
 
