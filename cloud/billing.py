@@ -25,9 +25,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from cloud import money
-from cloud.db import audit_log, pass_holds, passes, payments, rentals, users
+from cloud.db import audit_log, merchants, pass_holds, passes, payment_methods, payments, rentals, users
 from cloud.errors import CloudError
-from cloud.payments import Declined, HoldExpired, InvalidRequest, PaymentError, Provider, rental_key
+from cloud.payments import Declined, Hold, HoldExpired, InvalidRequest, PaymentError, Provider, rental_key
 from sync.events import RentalStatus
 
 log = logging.getLogger(__name__)
@@ -43,26 +43,89 @@ class BillingError(CloudError, ValueError):
 class Billing:
     """Holds, captures and refunds for rentals (see module doc)."""
 
-    def __init__(self, engine: Engine, provider: Provider, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        provider: Provider | Mapping[str, Provider],
+        clock: Callable[[], float],
+        default: str | None = None,
+    ) -> None:
+        """``provider``: one provider, or every configured one by name (``default``: the one for
+        merchants that name none, rentals from before providers were recorded, and passes)."""
+        if isinstance(provider, Mapping):
+            self.providers: dict[str, Provider] = dict(provider)
+            default = default or next(iter(self.providers))
+        else:
+            self.providers = {provider.name: provider}
+            default = provider.name
+        self.default = default
+        provider = self.providers[default]
         self.engine = engine
         self.provider = provider
         self.clock = clock
 
     # --- holds ---------------------------------------------------------------------------
 
-    def place_hold(self, rental_id: str) -> str:
-        """Reserve the rental's hold amount on the renter's card; returns the hold ref or raises PaymentError."""
-        r = self._rental(rental_id)
-        with self.engine.connect() as conn:
-            card = conn.execute(
-                select(users.c.card_token).where(users.c.id == r["user_id"])
+    def provider_of(self, r: Mapping[Any, Any]) -> Provider:
+        """The provider a rental's money lives at."""
+        name = r["provider"] or self.default
+        found = self.providers.get(name)
+        if found is None:
+            raise PaymentError(
+                f"rental {r['id']} is paid through {name!r}, not configured here", "no_provider"
+            )
+        return found
+
+    def method_for(self, conn: Connection, user_id: int, merchant_id: int | None) -> tuple[str, str]:
+        """(provider, token) to charge: the merchant's accepted providers in their order of
+        preference, the renter's newest method at each; raises Declined ``no_method``."""
+        accepted_csv = None
+        if merchant_id is not None:
+            accepted_csv = conn.execute(
+                select(merchants.c.providers).where(merchants.c.id == merchant_id)
             ).scalar_one_or_none()
+        accepted = [p.strip() for p in (accepted_csv or self.default).split(",") if p.strip()]
+        methods = [
+            (m.provider, m.token)
+            for m in conn.execute(
+                select(payment_methods.c.provider, payment_methods.c.token)
+                .where(payment_methods.c.user_id == user_id, payment_methods.c.deleted_at.is_(None))
+                .order_by(payment_methods.c.id.desc())
+            )
+        ]
+        card = conn.execute(select(users.c.card_token).where(users.c.id == user_id)).scalar_one_or_none()
+        if card:
+            methods.append((self.default, card))  # the card of PUT /api/me/card: the default provider's
+        for name in accepted:
+            if name not in self.providers:
+                continue
+            for provider, token in methods:
+                if provider == name:
+                    return provider, token
+        if not methods:
+            raise Declined("no card on file for this renter (add one at PUT /api/me/card)", "no_card")
+        raise Declined(
+            f"no payment method this merchant accepts (accepted: {', '.join(accepted)})", "no_method"
+        )
+
+    def place_hold(self, rental_id: str) -> Hold:
+        """Reserve the rental's hold amount with the renter's method; returns the hold (``pending``:
+        the renter confirms it in the provider's app, see ``confirm_hold``) or raises PaymentError."""
+        r = self._rental(rental_id)
+        no_method: Declined | None = None
+        name, token = r["provider"] or self.default, ""
+        with self.engine.connect() as conn:
             n = self._attempts(conn, rental_id, "hold")
+            try:
+                name, token = self.method_for(conn, r["user_id"], r["merchant_id"])
+            except Declined as e:
+                no_method = e
         key = rental_key(rental_id, "hold", n)
+        r = {**r, "provider": name}
         try:
-            if not card:
-                raise Declined("no card on file for this renter (add one at PUT /api/me/card)", "no_card")
-            hold = self.provider.authorize(card, r["hold_amount"], r["currency"], key)
+            if no_method is not None:
+                raise no_method
+            hold = self.providers[name].authorize(token, r["hold_amount"], r["currency"], key)
         except PaymentError as e:
             with self.engine.begin() as conn:
                 if not self._recorded(conn, key):
@@ -76,21 +139,54 @@ class Billing:
         with self.engine.begin() as conn:
             if not self._recorded(conn, key):
                 self._payment(conn, r, "hold", hold.hold_ref, hold.amount, "succeeded", key, n=n)
+                status = "pending" if hold.status == "pending" else "held"
                 conn.execute(
                     update(rentals)
                     .where(rentals.c.id == rental_id)
-                    .values(hold_ref=hold.hold_ref, hold_status="held", hold_expires_at=hold.expires_at)
+                    .values(
+                        provider=name,
+                        hold_ref=hold.hold_ref,
+                        hold_status=status,
+                        hold_expires_at=hold.expires_at,
+                    )
                 )
-                money.post_hold(conn, rental_money(r), hold.amount, n, self.clock())
-        return hold.hold_ref
+                if status == "held":
+                    money.post_hold(conn, rental_money(r), hold.amount, n, self.clock())
+        return hold
+
+    def confirm_hold(self, rental_id: str) -> bool:
+        """The renter confirmed a pending hold (a provider notification or a status query): the
+        money is reserved now. True when this call made it ``held``."""
+        r = self._rental(rental_id)
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(rentals)
+                .where(rentals.c.id == rental_id, rentals.c.hold_status == "pending")
+                .values(hold_status="held")
+            ).rowcount
+            if changed:
+                money.post_hold(conn, rental_money(r), r["hold_amount"], self._hold_n(r), self.clock())
+        return bool(changed)
 
     def release_hold(self, rental_id: str, why: str) -> None:
         """Void the rental's current hold (if still held), and book the end of any expired one."""
         r = self._rental(rental_id)
-        if r["hold_status"] == "held":
+        if r["hold_status"] == "pending":  # never confirmed: cancel it, no money was reserved
+            n = self._hold_n(r)
+            key = rental_key(rental_id, "void", n)
+            try:
+                result = self.provider_of(r).void(r["hold_ref"], key)
+            except PaymentError as e:
+                log.warning("rental %s: cancel of pending hold %s failed: %s", rental_id, r["hold_ref"], e)
+                return
+            with self.engine.begin() as conn:
+                if not self._recorded(conn, key):
+                    self._payment(conn, r, "void", r["hold_ref"], result.released, "succeeded", key, n=n)
+                    self._set(conn, rental_id, hold_status="voided")
+        elif r["hold_status"] == "held":
             n = self._hold_n(r)
             try:
-                result = self.provider.void(r["hold_ref"], rental_key(rental_id, "void", n))
+                result = self.provider_of(r).void(r["hold_ref"], rental_key(rental_id, "void", n))
             except PaymentError as e:
                 log.warning("rental %s: void of hold %s failed: %s", rental_id, r["hold_ref"], e)
                 return
@@ -295,6 +391,29 @@ class Billing:
             memo=memo,
         )
 
+    # --- provider disputes (chargebacks) -------------------------------------------------
+
+    def book_chargeback(self, rental_id: str, amount: int, dispute_ref: str) -> bool:
+        """A dispute the renter won at their bank or the provider: ``amount`` left provider
+        clearing for them, so they owe it again (the rental's fee stands). Booked once per
+        dispute; the rental is flagged ``chargeback_lost``. True when this call booked it."""
+        r = self._rental(rental_id)
+        key = rental_key(rental_id, "chargeback", dispute_ref)
+        with self.engine.begin() as conn:
+            if self._recorded(conn, key):
+                return False
+            refundable = r["captured"] - r["refunded"]
+            part = max(0, min(amount, refundable))
+            self._payment(conn, r, "chargeback", dispute_ref, part, "succeeded", key, contested=amount)
+            conn.execute(
+                update(rentals)
+                .where(rentals.c.id == rental_id)
+                .values(refunded=rentals.c.refunded + part, flag="chargeback_lost", payment_status="due")
+            )
+            if part:
+                money.post_chargeback(conn, rental_money(r), part, dispute_ref, self.clock())
+        return True
+
     # --- settling a finished rental -----------------------------------------------------
 
     def settle(self, rental_id: str, max_new_holds: int = 2) -> str:
@@ -362,7 +481,7 @@ class Billing:
             if part <= 0:
                 continue
             key = rental_key(rental_id, "refund", f"{n}:{hold_ref}")
-            result = self.provider.refund(hold_ref, part, key)
+            result = self.provider_of(r).refund(hold_ref, part, key)
             with self.engine.begin() as conn:
                 if not self._recorded(conn, key):
                     before = self._paid(conn, rental_id, "refund")
@@ -405,7 +524,7 @@ class Billing:
         n = self._hold_n(r)
         key = rental_key(r["id"], "capture", n)
         try:
-            result = self.provider.capture(r["hold_ref"], amount, key)
+            result = self.provider_of(r).capture(r["hold_ref"], amount, key)
         except HoldExpired:
             with self.engine.begin() as conn:
                 self._set(conn, r["id"], hold_status="expired")
@@ -446,7 +565,7 @@ class Billing:
             if part <= 0:
                 continue
             key = rental_key(r["id"], "refund_excess", f"{n}:{hold_ref}")
-            result = self.provider.refund(hold_ref, part, key)
+            result = self.provider_of(r).refund(hold_ref, part, key)
             with self.engine.begin() as conn:
                 if not self._recorded(conn, key):
                     self._payment(
@@ -543,7 +662,7 @@ class Billing:
             insert(payments).values(
                 rental_id=r["id"],
                 kind=kind,
-                provider=self.provider.name,
+                provider=r["provider"] or self.default,
                 provider_ref=ref,
                 amount=amount,
                 currency=r["currency"],

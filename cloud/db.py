@@ -95,6 +95,8 @@ merchants = Table(
     Column("timezone", String(64), nullable=False, server_default="UTC"),
     Column("default_tariff_id", Integer),
     Column("created_at", Float, nullable=False),
+    Column("providers", Text),  # accepted providers, comma-separated, preferred first; NULL: the default
+    Column("payout_account", Text),  # where payouts go at the provider (sub-merchant id, acct_..., user id)
     CheckConstraint("revenue_share_bp between 0 and 10000", name="share_bp"),
 )
 
@@ -165,6 +167,7 @@ pass_holds = Table(  # one provider hold per rental a pass allows, placed when t
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("expires_at", Float),  # the provider's expiry of the hold
+    Column("provider", String(32)),  # NULL: the default provider
     Column("rental_id", String(64), unique=True),  # the pass rental that drew on it
     Column("created_at", Float, nullable=False),
     Column("ended_at", Float),
@@ -209,6 +212,11 @@ rentals = Table(
     Column("refunded", BigInteger, nullable=False, server_default="0"),
     Column("payment_status", String(16), nullable=False, server_default="none"),  # none|paid|due|failed
     Column("abort_reason", Text),
+    Column("provider", String(32)),  # where the hold was placed (NULL: the default provider)
+    Column("debt_attempts", Integer, nullable=False, server_default="0"),  # retries of a due fee
+    Column("debt_retry_at", Float),  # next retry of a due fee
+    Column("flag", String(32)),  # chargeback_open | chargeback_won | chargeback_lost
+    Column("eject_requested_at", Float),  # when the eject was asked (NULL: created_at)
     CheckConstraint("source in ('app', 'pass')", name="source"),
     CheckConstraint("status in ('pending', 'active', 'closed', 'purchased', 'aborted')", name="status"),
     CheckConstraint("captured >= 0 and refunded >= 0 and refunded <= captured", name="money"),
@@ -219,6 +227,36 @@ rentals = Table(
         sqlite_where=text("status in ('pending', 'active') and source = 'app'"),
         postgresql_where=text("status in ('pending', 'active') and source = 'app'"),
     ),
+)
+
+payment_methods = Table(  # a renter's saved methods; users.card_token is the default provider's
+    "payment_methods",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("provider", String(32), nullable=False),
+    Column("token", Text, nullable=False),  # the provider's reference (cus_..:pm_.., openid, user id)
+    Column("label", Text, nullable=False, server_default=""),
+    Column("created_at", Float, nullable=False),
+    Column("deleted_at", Float),
+)
+
+merchant_payouts = Table(  # money really paid out to a merchant's account, once per key
+    "merchant_payouts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("merchant_id", Integer, ForeignKey("merchants.id"), nullable=False, index=True),
+    Column("provider", String(32), nullable=False),
+    Column("destination", Text, nullable=False),
+    Column("payout_ref", String(128)),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | paid | failed
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("detail", Text),
+    Column("created_at", Float, nullable=False),
+    Column("paid_at", Float),
+    CheckConstraint("amount > 0", name="amount"),
 )
 
 payments = Table(

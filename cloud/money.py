@@ -247,6 +247,18 @@ def post_excess_refund(conn: Connection, r: RentalMoney, amount: int, n: int | s
     )
 
 
+def post_chargeback(conn: Connection, r: RentalMoney, amount: int, ref: str, at: float) -> int:
+    """A lost dispute: the provider took ``amount`` back from us for the renter, who owes it again."""
+    return post(
+        conn,
+        "chargeback",
+        [Posting(renter(r.user_id), amount, r.currency), Posting(PROVIDER_CLEARING, -amount, r.currency)],
+        f"rental:{r.rental_id}:chargeback:{ref}",
+        at,
+        rental_id=r.rental_id,
+    )
+
+
 def post_merchant_payout(
     conn: Connection, merchant_id: int, amount: int, currency: str, ref: str, at: float
 ) -> int:
@@ -360,6 +372,7 @@ class Paid:
     capture: int = 0
     refund: int = 0
     refund_excess: int = 0
+    chargeback: int = 0  # taken back by the renter's bank or the provider (a lost dispute)
 
 
 @dataclass(frozen=True)
@@ -414,7 +427,7 @@ def _paid_per_rental(conn: Connection) -> dict[str, Paid]:
     ):
         paid[rental_id][kind] += amount
     return {
-        rental_id: Paid(**{k: p[k] for k in ("capture", "refund", "refund_excess") if k in p})
+        rental_id: Paid(**{k: p[k] for k in ("capture", "refund", "refund_excess", "chargeback") if k in p})
         for rental_id, p in paid.items()
     }
 
@@ -459,8 +472,8 @@ def _captured_as_paid(b: RentalBooks) -> list[Problem]:
 
 
 def _refunded_as_paid(b: RentalBooks) -> list[Problem]:
-    """The row's refunded amount is what the fee and excess refunds add up to."""
-    refunded = b.paid.refund + b.paid.refund_excess
+    """The row's refunded amount is what the fee and excess refunds and chargebacks add up to."""
+    refunded = b.paid.refund + b.paid.refund_excess + b.paid.chargeback
     if refunded != b.rental["refunded"]:
         return [Problem(b.where, f"payments refunded {refunded} but the rental says {b.rental['refunded']}")]
     return []
@@ -480,8 +493,8 @@ def _clearing_is_captured_less_refunded(b: RentalBooks) -> list[Problem]:
 
 
 def _renter_balance_is_fee_less_captured(b: RentalBooks) -> list[Problem]:
-    """The renter's balance for the rental is fee - captured + excess refunds."""
-    expected_renter = b.booked.fee - b.rental["captured"] + b.paid.refund_excess
+    """The renter's balance for the rental is fee - captured + excess refunds + chargebacks."""
+    expected_renter = b.booked.fee - b.rental["captured"] + b.paid.refund_excess + b.paid.chargeback
     if b.booked.renter != expected_renter:
         return [
             Problem(

@@ -38,6 +38,7 @@ from cloud.db import (
     orphan_returns,
     pass_holds,
     passes,
+    payment_methods,
     rentals,
     users,
 )
@@ -101,6 +102,14 @@ class OpenRental(RentalRefused):
     code = "open_rental"
 
 
+class InDebt(RentalRefused):
+    """The renter owes the fee of an earlier rental that could not be collected (it is retried
+    automatically); no new rental until it is paid."""
+
+    status = 402
+    code = "debt"
+
+
 class CardRefused(RentalRefused):
     """The provider refused the hold; ``code`` is the provider's (card_declined, insufficient_funds...)."""
 
@@ -145,10 +154,16 @@ class EjectCommand:
 
 @dataclass(frozen=True)
 class RentalStart:
+    """A rental the app asked for: its eject ``command`` to sign and send, or ``None`` while the
+    renter still has to confirm the hold in the provider's app (``client_action``: what the
+    provider's SDK on the phone needs); the eject is then queued by ``on_hold_confirmed``."""
+
     rental_id: str
     hold_amount: int
     currency: str
-    command: EjectCommand
+    command: EjectCommand | None
+    client_action: Mapping[str, Any] | None = None
+    provider: str = ""
 
 
 @dataclass
@@ -160,6 +175,7 @@ class SweepReport:
     purchased: list[str] = field(default_factory=list)
     settled: list[str] = field(default_factory=list)
     passes_released: list[str] = field(default_factory=list)
+    debts_retried: list[str] = field(default_factory=list)
 
 
 class RentalService:
@@ -168,18 +184,24 @@ class RentalService:
     def __init__(
         self,
         engine: Engine,
-        provider: Provider,
+        provider: Provider | Mapping[str, Provider],
         clock: Callable[[], float],
         *,
         eject_timeout_s: float = 120,
         hold_capture_margin_s: float = 6 * 3600,
         pass_hold_grace_s: float = 86400,
+        confirm_timeout_s: float = 300,
+        debt_retry_s: float = 600,
+        debt_retry_max_s: float = 86400,
+        default_provider: str | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
         self.catalog = Catalog(engine, clock)
-        self.billing = Billing(engine, provider, clock)
+        self.billing = Billing(engine, provider, clock, default_provider)
         self.eject_timeout_s = eject_timeout_s
+        self.confirm_timeout_s = confirm_timeout_s  # a hold the renter never confirms is cancelled
+        self.debt_retry_s, self.debt_retry_max_s = debt_retry_s, debt_retry_max_s  # backoff of due fees
         self.hold_capture_margin_s = hold_capture_margin_s
         # unused pass holds are kept this long after the pass expires: a rental started just
         # before the expiry on a cabinet that was offline still finds its hold when it syncs
@@ -202,23 +224,70 @@ class RentalService:
                 ).first()
                 if user is None:
                     raise UnknownUser(f"no user {user_id}")
-                if not user.card_token:
+                methods = conn.execute(
+                    select(func.count())
+                    .select_from(payment_methods)
+                    .where(payment_methods.c.user_id == user_id, payment_methods.c.deleted_at.is_(None))
+                ).scalar_one()
+                if not user.card_token and not methods:
                     raise NoCard("add a card before renting (PUT /api/me/card)")
                 if self._open_rental(conn, user_id):
                     raise OpenRental("you already have a rental in progress: return that battery first")
+                debt = conn.execute(
+                    select(rentals.c.id, rentals.c.fee, rentals.c.captured, rentals.c.currency)
+                    .where(rentals.c.user_id == user_id, rentals.c.payment_status == "due")
+                    .limit(1)
+                ).first()
+                if debt is not None:
+                    raise InDebt(
+                        f"rental {debt.id} is not paid yet ({(debt.fee or 0) - debt.captured} {debt.currency} "
+                        "minor units due; it is charged again automatically): no new rental until it is paid"
+                    )
                 self._insert_rental(
                     conn, rental_id, user_id, "app", None, cabinet_id, pricing, RentalStatus.PENDING, now
                 )
         except IntegrityError as e:  # a concurrent request won the one-open-rental index
             raise OpenRental("you already have a rental in progress") from e
         try:
-            self.billing.place_hold(rental_id)
+            hold = self.billing.place_hold(rental_id)
         except PaymentError as e:
             with self.engine.begin() as conn:
                 self._set(
                     conn, rental_id, status=RentalStatus.ABORTED, abort_reason=f"hold refused: {e.code}"
                 )
             raise CardRefused(f"the card was refused: {e}", e.code) from e
+        provider = self.rental(rental_id)["provider"] or self.billing.default
+        if hold.status == "pending":
+            return RentalStart(
+                rental_id, pricing.tariff.hold, pricing.tariff.currency, None, hold.client_action, provider
+            )
+        cmd = self._queue_eject(rental_id, cabinet_id, user_id)
+        return RentalStart(rental_id, pricing.tariff.hold, pricing.tariff.currency, cmd, None, provider)
+
+    def on_hold_confirmed(self, provider: str, hold_ref: str) -> EjectCommand | None:
+        """A pending hold was confirmed by the renter: queue the rental's eject (to sign and send).
+
+        Idempotent: a duplicate notification, or one for a rental that gave up waiting, gives None.
+        """
+        with self.engine.connect() as conn:
+            r = (
+                conn.execute(
+                    select(rentals).where(
+                        rentals.c.hold_ref == hold_ref,
+                        func.coalesce(rentals.c.provider, self.billing.default) == provider,
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if r is None or not self.billing.confirm_hold(r["id"]):
+            return None
+        if r["status"] != RentalStatus.PENDING or r["cmd_id"] is not None:
+            return None
+        return self._queue_eject(r["id"], r["cabinet_id"], r["user_id"])
+
+    def _queue_eject(self, rental_id: str, cabinet_id: str, user_id: int) -> EjectCommand:
+        now = self.clock()
         with self.engine.begin() as conn:
             counter = self._next_counter(conn, cabinet_id)
             cmd = EjectCommand(
@@ -242,8 +311,8 @@ class RentalService:
                     status=CommandStatus.QUEUED,
                 )
             )
-            self._set(conn, rental_id, cmd_id=cmd.cmd_id)
-        return RentalStart(rental_id, pricing.tariff.hold, pricing.tariff.currency, cmd)
+            self._set(conn, rental_id, cmd_id=cmd.cmd_id, eject_requested_at=now)
+        return cmd
 
     def issue_pass(
         self, user_id: int, pass_id: str, expires_at: float, max_rentals: int = 1, currency: str | None = None
@@ -512,7 +581,30 @@ class RentalService:
                 conn.execute(
                     select(rentals.c.id).where(
                         rentals.c.status == RentalStatus.PENDING,
-                        rentals.c.created_at <= now - self.eject_timeout_s,
+                        rentals.c.hold_status.is_distinct_from("pending"),
+                        func.coalesce(rentals.c.eject_requested_at, rentals.c.created_at)
+                        <= now - self.eject_timeout_s,
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            unconfirmed = (
+                conn.execute(
+                    select(rentals.c.id).where(
+                        rentals.c.status == RentalStatus.PENDING,
+                        rentals.c.hold_status == "pending",
+                        rentals.c.created_at <= now - self.confirm_timeout_s,
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            debts = (
+                conn.execute(
+                    select(rentals.c.id).where(
+                        rentals.c.payment_status == "due",
+                        or_(rentals.c.debt_retry_at.is_(None), rentals.c.debt_retry_at <= now),
                     )
                 )
                 .scalars()
@@ -574,6 +666,19 @@ class RentalService:
             if changed:
                 self.billing.release_hold(rental_id, "eject timed out")
                 report.timed_out.append(rental_id)
+        for rental_id in unconfirmed:  # the renter never confirmed the hold in the provider's app
+            with self.engine.begin() as conn:
+                changed = conn.execute(
+                    update(rentals)
+                    .where(rentals.c.id == rental_id, rentals.c.status == RentalStatus.PENDING)
+                    .values(
+                        status=RentalStatus.ABORTED,
+                        abort_reason=f"hold not confirmed within {self.confirm_timeout_s:.0f} s",
+                    )
+                ).rowcount
+            if changed:
+                self.billing.release_hold(rental_id, "not confirmed")
+                report.timed_out.append(rental_id)
         for rental_id in expiring:
             if self.billing.capture_hold_in_full(rental_id):
                 report.captured_early.append(rental_id)
@@ -587,10 +692,51 @@ class RentalService:
         for rental_id in unsettled:
             self.billing.settle(rental_id)
             report.settled.append(rental_id)
+        for rental_id in debts:
+            report.debts_retried.append(rental_id)
+            if self.billing.settle(rental_id) == "due":
+                self._schedule_debt_retry(rental_id, now)
         for rental_id in unsecured:  # a crash between recording a pass rental and securing it
             self._secure_pass_rental(rental_id, None)
         report.passes_released = self.release_expired_pass_holds()
         return report
+
+    def _schedule_debt_retry(self, rental_id: str, now: float) -> None:
+        """Back off: retry a due fee after debt_retry_s, doubling up to debt_retry_max_s."""
+        with self.engine.begin() as conn:
+            attempts = conn.execute(
+                select(rentals.c.debt_attempts).where(rentals.c.id == rental_id)
+            ).scalar_one()
+            delay = min(self.debt_retry_max_s, self.debt_retry_s * 2 ** min(attempts, 30))
+            self._set(conn, rental_id, debt_attempts=attempts + 1, debt_retry_at=now + delay)
+        log.info("rental %s: fee still due after %d retries, next in %.0f s", rental_id, attempts + 1, delay)
+
+    def debts(self, user_id: int | None = None) -> list[dict[str, Any]]:
+        """Rentals whose fee could not be collected (all, or one renter's), oldest first."""
+        q = (
+            select(rentals)
+            .where(rentals.c.payment_status == "due")
+            .order_by(rentals.c.ended_at, rentals.c.id)
+        )
+        if user_id is not None:
+            q = q.where(rentals.c.user_id == user_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [
+            {
+                "rental_id": r["id"],
+                "user_id": r["user_id"],
+                "due": (r["fee"] or 0) - r["captured"],
+                "currency": r["currency"],
+                "fee": r["fee"],
+                "captured": r["captured"],
+                "ended_at": r["ended_at"],
+                "retries": r["debt_attempts"],
+                "next_retry_at": r["debt_retry_at"],
+                "provider": r["provider"] or self.billing.default,
+            }
+            for r in rows
+        ]
 
     # --- reading -------------------------------------------------------------------------
 

@@ -208,4 +208,4 @@ async def test_openapi_document_describes_every_served_route(client):
         "required"
     ] == ["cabinet_id"]
     health = await (await client.get("/api/health")).json()
-    assert health == {"ok": True, "schema": "0008"}
+    assert health == {"ok": True, "schema": "0009"}

@@ -62,6 +62,8 @@ CONTRACT = {
     "cloud.rentals.NoCard": (402, "no_card"),
     "cloud.rentals.OpenRental": (409, "open_rental"),
     "cloud.rentals.CardRefused": (402, "card_declined"),
+    "cloud.rentals.InDebt": (402, "debt"),
+    "cloud.payments.provider.ProviderUnavailable": (503, "provider_unavailable"),
     "cloud.merchants.CatalogError": (400, "bad_request"),
     "cloud.merchants.CatalogNotFound": (404, "not_found"),
     "cloud.settlement.SettlementError": (400, "bad_request"),
