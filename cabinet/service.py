@@ -181,6 +181,11 @@ class Cabinet:
     def conditions(self) -> ConditionWatch | None:
         return self.parts.conditions if self.parts else None
 
+    def task(self, name: str) -> asyncio.Task[None] | None:
+        """The cabinet's own loop started under ``name`` ("bus-poller", "backups"), done or not;
+        None if there is none (read-only: for diagnostics and tests)."""
+        return next((t for t in self._tasks if t.get_name() == name), None)
+
     def apply_signed_config(self, config: SignedConfig) -> None:
         """Settings the cloud controls take effect at once (deny list and keys are read through trust)."""
         body = config.body

@@ -48,7 +48,7 @@ async def test_eject_command_rents_once_even_when_delivered_twice(rig, cloud_key
 
 
 async def test_forged_expired_misaddressed_and_replayed_commands_are_refused(rig, cloud_keys) -> None:
-    from tests.cabinet.conftest import CloudKeys
+    from tests.rigs import CloudKeys
 
     h = handler(rig)
     ok = cloud_keys.command("ping", counter=100)

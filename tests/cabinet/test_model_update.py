@@ -83,7 +83,7 @@ async def test_model_that_does_not_load_is_rolled_back(make_rig, broker, cloud, 
 async def test_update_with_a_forged_signature_is_refused_as_a_security_event(
     make_rig, broker, cloud, cloud_keys
 ) -> None:
-    from tests.cabinet.conftest import CloudKeys
+    from tests.rigs import CloudKeys
 
     rig = await make_rig(broker=broker)
     blob = DEFAULT_MODEL_PATH.read_bytes()

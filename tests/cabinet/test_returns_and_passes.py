@@ -71,7 +71,7 @@ async def test_reused_pass_is_refused_while_its_battery_is_out(rig, cloud_keys) 
 
 
 async def test_forged_expired_and_revoked_passes_are_refused_and_recorded(rig, cloud_keys) -> None:
-    from tests.cabinet.conftest import CloudKeys
+    from tests.rigs import CloudKeys
 
     forged = CloudKeys()  # same key id, another key: the signature does not verify
     forged_text = forged.offline_pass("PASS-F")

@@ -148,7 +148,8 @@ async def test_the_cabinet_sends_ready_once_after_start_and_stops_pinging_when_i
     # every part had started before READY: the web UI's runner, the poller, the health part
     assert cab.web._runner is not None and cab.controller is not None
     await until(lambda: notify_socket.count("WATCHDOG=1") >= 2, what="pings from the running cabinet")
-    poller = next(t for t in cab._tasks if t.get_name() == "bus-poller")
+    poller = cab.task("bus-poller")
+    assert poller is not None
     poller.cancel()
     await until(
         lambda: "STATUS=unhealthy: task bus-poller stopped" in notify_socket.messages, what="the report"

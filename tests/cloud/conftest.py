@@ -1,23 +1,21 @@
-"""Cloud test fixtures: a migrated database on SQLite (a temp file) and on PostgreSQL.
+"""Cloud test fixtures: a settable clock, an engine on the migrated database, and a small world.
 
-PostgreSQL comes from env CABINET_TEST_PG_URL (default: the local server, user postgres,
-database test); the suite creates its own database there and drops it at the end.
+The database itself (``db_url``: SQLite and PostgreSQL, ``sqlite_template``, ``pg_database_url``)
+comes from the plugin ``tests/cloud_db.py``, registered in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine
 
-from cloud.db import make_engine, metadata, migrate
+from cloud.db import make_engine
 
-PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+if TYPE_CHECKING:
+    from cloud.rentals import CabinetEvent
 
 
 class Clock:
@@ -38,57 +36,6 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("cloud-db") / "template.db"
-    engine = make_engine(f"sqlite:///{path}")
-    migrate(engine)
-    engine.dispose()  # the last connection's close folds the WAL into the file we copy
-    return path
-
-
-@pytest.fixture(scope="session")
-def pg_database_url() -> Iterator[str]:
-    admin_url = os.environ.get("CABINET_TEST_PG_URL", PG_DEFAULT)
-    name = f"cloud_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as e:
-        admin.dispose()
-        pytest.skip(
-            f"PostgreSQL not reachable at {admin_url} ({type(e).__name__}); "
-            "set CABINET_TEST_PG_URL=postgresql+psycopg://user@host:port/db to a server where the user may CREATE DATABASE"
-        )
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    migrate(engine)
-    engine.dispose()
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A freshly migrated, empty database on each engine."""
-    if request.param == "sqlite":
-        path = tmp_path / "cloud.db"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        return f"sqlite:///{path}"
-    url = request.getfixturevalue("pg_database_url")
-    engine = create_engine(url)
-    names = ", ".join(t.name for t in metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    engine.dispose()
-    return url
-
-
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)
@@ -98,7 +45,7 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 # --- a small world: one merchant, two cabinets, a renter with a card ----------------------
 
-EUROPE_TARIFF = dict(
+EUROPE_TARIFF: dict[str, Any] = dict(
     currency="EUR",
     price_per_period=250,
     period_minutes=60,
@@ -151,8 +98,8 @@ class World:
         wall: float | None = None,
         mono: float = 0.0,
         boot: str = "boot-1",
-        **body,
-    ):
+        **body: Any,
+    ) -> CabinetEvent:
         from cloud.rentals import CabinetEvent
 
         self._seq[cabinet] = self._seq.get(cabinet, 0) + 1
@@ -176,6 +123,6 @@ def world(engine: Engine, clock: Clock) -> World:
 
 
 @pytest.fixture
-def make_world(engine: Engine, clock: Clock):
+def make_world(engine: Engine, clock: Clock) -> Callable[..., World]:
     """Build a World with other settings, e.g. ``make_world(hold_ttl_s=7200)``."""
     return lambda **kw: World(engine, clock, **kw)

@@ -1,17 +1,18 @@
 """End-to-end fixtures: a real broker, the cloud app with its fleet link, and real cabinets.
 
-A cabinet here is the real ``Cabinet`` against the hardware simulator (Modbus RTU over a pty,
-locks over the GPIO link), syncing through Mosquitto to the cloud, which runs the real
-aiohttp app with its MQTT ingest on SQLite or PostgreSQL. The cloud signs with the key the
-cabinet trusts (``cloud_keys.signer``).
+A cabinet here (a "site") is the tests' rig (``tests/rigs.py``: the real ``Cabinet`` against the
+hardware simulator, Modbus RTU over a pty, locks over the GPIO link), syncing through Mosquitto
+to the cloud, which runs the real aiohttp app with its MQTT ingest on SQLite or PostgreSQL
+(``db_url``, from ``tests/cloud_db.py``). The cloud signs with the key the cabinet trusts
+(``cloud_keys.signer``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,8 @@ from cabinet.service import Cabinet
 from cloud.app import CTX, CloudContext, create_app
 from cloud.config import CloudConfig
 from cloud.pricing import Tariff
-from hardware_sim.cabinet import SimConfig
-from hardware_sim.server import SimServer
-from tests.cabinet.conftest import CloudKeys, cloud_keys, make_config  # noqa: F401 - fixture
-from tests.cloud.conftest import db_url, pg_database_url, sqlite_template  # noqa: F401 - fixtures
-from tests.conftest import until as poll_until
+from tests.helpers import until as poll_until
+from tests.rigs import CloudKeys, MakeRig, Rig
 
 CABINET = "CAB-T1"
 
@@ -48,7 +46,7 @@ def quick_reconnects(transport: Any) -> None:
 @dataclass
 class Cloud:
     app: web.Application
-    client: TestClient
+    client: TestClient[web.Request, web.Application]
     operator: str  # bearer token
 
     @property
@@ -79,12 +77,14 @@ class Cloud:
                 return out
 
     async def applied_seq(self, cabinet: str = CABINET) -> int:
-        return await asyncio.to_thread(self.ctx.fleet.applier.applied_seq, cabinet)
+        fleet = self.ctx.fleet
+        assert fleet is not None
+        return await asyncio.to_thread(fleet.applier.applied_seq, cabinet)
 
 
 async def start_cloud(
     url: str, broker: Any, data_dir: Path, signer: Any, name: str
-) -> tuple[web.Application, TestClient]:
+) -> tuple[web.Application, TestClient[web.Request, web.Application]]:
     config = CloudConfig.from_mapping(
         {
             "database": url,
@@ -109,9 +109,11 @@ async def start_cloud(
 
 
 @pytest.fixture
-async def make_cloud(db_url: str, tmp_path: Path, cloud_keys: CloudKeys):  # noqa: F811 - fixtures
+async def make_cloud(
+    db_url: str, tmp_path: Path, cloud_keys: CloudKeys
+) -> AsyncIterator[Callable[..., Awaitable[Cloud]]]:
     """``await make_cloud(broker)``: the cloud app with its fleet link; the first one seeds the catalogue."""
-    clients: list[TestClient] = []
+    clients: list[TestClient[web.Request, web.Application]] = []
 
     async def make(broker: Any) -> Cloud:
         app, client = await start_cloud(
@@ -144,98 +146,22 @@ async def make_cloud(db_url: str, tmp_path: Path, cloud_keys: CloudKeys):  # noq
             await c.close()
 
 
-@dataclass
-class Site:
-    """One simulated cabinet (hardware simulator + the cabinet process) that can be restarted."""
-
-    sim: SimServer
-    cab: Cabinet
-    data_dir: Path
-    over: dict[str, Any]
-    monkeypatch: pytest.MonkeyPatch
-
-    @property
-    def ledger(self) -> Any:
-        return self.cab.ledger
-
-    async def events(self) -> list[tuple[int, str, str]]:
-        evs = await self.ledger.events_after(0, limit=1_000_000, max_bytes=1 << 40)
-        return [(e.seq, e.id, e.type) for e in evs]
-
-    async def last_seq(self) -> int:
-        return await self.ledger.run(lambda led: led.last_seq)
-
-    async def start(self) -> None:
-        over = {**self.over, "locks": {"sim_address": self.sim.gpio_address, **self.over.get("locks", {})}}
-        self.cab = Cabinet(make_config(self.data_dir, self.sim.pty_path, 8, **over))
-        await self.cab.start()
-        tune(self.cab)
-
-    async def stop(self) -> None:
-        if self.cab is None:
-            return
-        stopping = asyncio.create_task(self.cab.stop())
-        while not stopping.done():
-            await asyncio.wait({stopping}, timeout=2.0)
-            # Cabinet.stop() can wait forever for its bus poller when a cancel is swallowed inside
-            # a scan (seen 1 run in ~10; reported to the cabinet owner): ask again
-            for t in getattr(self.cab, "_tasks", ()):
-                t.cancel()
-        with contextlib.suppress(Exception):
-            stopping.result()
-        self.cab = None  # type: ignore[assignment]
-        await self.sim.__aexit__(None, None, None)
-
-    async def restart(self) -> None:
-        """A power cut: the cabinet process and its hardware stop, and start again on the same data dir.
-
-        The simulator restarts too: a cabinet restarted against a simulator that kept running can
-        freeze in a blocking pty write (reported to the drivers/simulator owners).
-        """
-        await self.stop()
-        self.sim = await start_sim()
-        await self.start()
-
-
-async def start_sim() -> SimServer:
-    sim = SimServer(SimConfig(slots=8, slots_per_board=4, seed=7, fill=0.0), speed=1.0)
-    await sim.__aenter__()
-    for slot, soc in ((1, 0.95), (2, 0.90), (3, 0.50), (5, 0.85)):
-        sim.cabinet.insert(slot, sn=f"PB00000{slot}", soc=soc)
-    return sim
-
-
 def tune(cab: Cabinet) -> None:
+    """Quick reconnects and a short ack timeout for a site's sync agent (each start and restart)."""
     if cab.sync is not None:
         quick_reconnects(cab.sync.transport)
         cab.sync.settings = replace(cab.sync.settings, ack_timeout_s=3.0)
 
 
 @pytest.fixture
-async def make_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cloud_keys: CloudKeys):  # noqa: F811
-    """``await make_site(broker, **config overrides)``: a simulator and a cabinet syncing to ``broker``."""
-    sites: list[Site] = []
+def make_site(make_rig: MakeRig, tmp_path: Path) -> Callable[..., Awaitable[Rig]]:
+    """``await make_site(broker, **config overrides)``: a rig (simulator + cabinet) syncing to
+    ``broker``, on its own data dir; ``site.restart()`` is a power cut."""
+    made = itertools.count()
 
-    async def make(broker: Any, **over: dict[str, Any]) -> Site:
-        sync = {"enabled": True, "broker_host": broker.host, "broker_port": broker.port, "tls": False,
-                "cloud_keys": [cloud_keys.config_entry]}  # fmt: skip
-        over["sync"] = {**sync, **over.get("sync", {})}
-        over.setdefault("web", {"enabled": False})  # no kiosk server (it would want port 8080)
-        data_dir = tmp_path / f"site{len(sites)}"
+    async def make(broker: Any, **over: Any) -> Rig:
+        data_dir = tmp_path / f"site{next(made)}"
         data_dir.mkdir()
-        site = Site(await start_sim(), None, data_dir, over, monkeypatch)  # type: ignore[arg-type]
-        sites.append(site)
-        await site.start()
+        return await make_rig(broker=broker, data_dir=data_dir, settle_timeout=30, on_start=tune, **over)
 
-        async def known() -> bool:
-            slots = {s.slot: s.sn for s in await site.ledger.slots()}
-            return all(slots.get(n) == f"PB00000{n}" for n in (1, 2, 3, 5))
-
-        await until(known, 30, what="the cabinet to know every battery")
-        return site
-
-    try:
-        yield make
-    finally:
-        for s in reversed(sites):
-            await s.stop()
+    return make

@@ -21,8 +21,8 @@ from cloud.fleet.keys import KeyStoreSigner, load_key, load_or_create_key
 from sync.commands import Command
 from sync.passes import OfflinePass
 from sync.signing import Signer
-from tests.cabinet.conftest import CloudKeys
-from tests.e2e.conftest import CABINET, Cloud, Site, until
+from tests.e2e.conftest import CABINET, Cloud, until
+from tests.rigs import CloudKeys, Rig
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -48,7 +48,7 @@ def keys_cli(*argv: str, data: Path) -> None:
     assert cloud_cli(["keys", *argv, "--data-dir", str(data)]) == 0
 
 
-async def trusted(site: Site, want: set[str]) -> None:
+async def trusted(site: Rig, want: set[str]) -> None:
     await until(lambda: set(site.cab.trust.keyring) == want, 30, what=f"the cabinet to trust exactly {want}")
 
 
@@ -69,7 +69,7 @@ async def command_ok(cloud: Cloud) -> None:
     await until(done, 30, what="the current key's command to run")
 
 
-async def refused_command(cloud: Cloud, site: Site, old: Signer) -> None:
+async def refused_command(cloud: Cloud, site: Rig, old: Signer) -> None:
     """A command signed by a retired key reaches the cabinet and is refused as an unknown key."""
     now = time.time()
     cmd_id = f"OLD-{uuid.uuid4().hex[:8]}"

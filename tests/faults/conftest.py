@@ -1,48 +1,24 @@
 """Fixtures for the cabinet fault tests: a cabinet + simulator rig whose data directory can be
 filled up or made read-only (a small tmpfs mounted for the test, when the machine allows it).
 
-The rig itself (``Rig``, ``make_config``) is the cabinet tests' one, loaded by path: pytest's
-importlib mode gives each test folder its own conftest namespace.
+The rig itself is the tests' one (``make_rig`` in ``tests/rigs.py``); ``fault_rig`` puts it on
+a given data directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import importlib.util
 import os
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cabinet.service import Cabinet
-from hardware_sim.cabinet import SimConfig
-from hardware_sim.server import SimServer
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _cabinet_conftest() -> Any:
-    name = "faults_cabinet_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "cabinet" / "conftest.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_cab = _cabinet_conftest()
-Rig = _cab.Rig
-CloudKeys = _cab.CloudKeys
-make_config = _cab.make_config
+from tests.rigs import MakeRig, Rig
 
 
 @dataclass
@@ -148,33 +124,11 @@ def ext4_card(tmp_path: Path) -> Iterator[Ext4Card]:
 
 
 @pytest.fixture
-def cloud_keys() -> Any:
-    """The cloud's signing key for a test (commands and passes), trusted by ``fault_rig``."""
-    return CloudKeys()
+def fault_rig(make_rig: MakeRig) -> Callable[..., Awaitable[Rig]]:
+    """``await fault_rig(data_dir, sim_speed, **config overrides)``: the standard rig (simulator with 8 slots,
+    packs in 1, 2, 3, 5, and a cabinet trusting ``cloud_keys``), on ``data_dir`` when given."""
 
+    async def make(data_dir: Path | None = None, sim_speed: float = 1.0, **over: Any) -> Rig:
+        return await make_rig(data_dir=data_dir, speed=sim_speed, **over)
 
-@pytest.fixture
-async def fault_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cloud_keys: Any) -> AsyncIterator[Any]:
-    """``await fault_rig(data_dir, **config overrides)``: simulator (8 slots, packs in 1, 2, 3, 5) + cabinet."""
-    stack = contextlib.AsyncExitStack()
-
-    async def make(data_dir: Path | None = None, sim_speed: float = 1.0, **over: dict[str, Any]) -> Any:
-        sim = await stack.enter_async_context(
-            SimServer(SimConfig(slots=8, slots_per_board=4, seed=7, fill=0.0), speed=sim_speed)
-        )
-        for slot, soc in ((1, 0.95), (2, 0.90), (3, 0.50), (5, 0.85)):
-            sim.cabinet.insert(slot, sn=f"PB00000{slot}", soc=soc)
-        over["locks"] = {"sim_address": sim.gpio_address, **over.get("locks", {})}
-        over.setdefault("web", {"enabled": False})
-        over.setdefault("sync", {"enabled": False, "cloud_keys": [cloud_keys.config_entry]})
-        cab = Cabinet(make_config(data_dir or tmp_path, sim.pty_path, 8, **over))
-        await cab.start()
-        stack.push_async_callback(cab.stop)
-        rig = Rig(sim, cab, data_dir or tmp_path)
-        await rig.settle()
-        return rig
-
-    try:
-        yield make
-    finally:
-        await stack.aclose()
+    return make

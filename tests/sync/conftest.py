@@ -19,27 +19,13 @@ ROOT = str(Path(__file__).resolve().parents[2])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import importlib.util  # noqa: E402
-from collections.abc import AsyncIterator, Callable  # noqa: E402
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
 from sync.transport import MqttOptions, MqttTransport  # noqa: E402
-
-
-def _root_conftest():
-    """tests/conftest.py loaded by path: ``import conftest`` is ambiguous between test folders."""
-    spec = importlib.util.spec_from_file_location(
-        "sync_tests_root_conftest", Path(ROOT) / "tests" / "conftest.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-start_broker = _root_conftest().start_broker
+from tests.helpers import Broker, start_broker  # noqa: E402
 
 FAST = dict(backoff_initial_s=0.05, backoff_max_s=0.4, keepalive_s=5, connect_timeout_s=2.0)
 
@@ -49,7 +35,9 @@ async def transports() -> AsyncIterator[Callable[..., MqttTransport]]:
     """Make transports with fast reconnects; every one made is closed after the test."""
     made: list[MqttTransport] = []
 
-    def make(host: str, port: int, client_id: str, subscriptions=(), **over) -> MqttTransport:
+    def make(
+        host: str, port: int, client_id: str, subscriptions: Iterable[tuple[str, int]] = (), **over: Any
+    ) -> MqttTransport:
         t = MqttTransport(
             MqttOptions(host=host, port=port, client_id=client_id, **{**FAST, **over}), subscriptions
         )
@@ -62,11 +50,11 @@ async def transports() -> AsyncIterator[Callable[..., MqttTransport]]:
 
 
 @pytest.fixture
-def make_broker(tmp_path: Path):
+def make_broker(tmp_path: Path) -> Iterator[Callable[[str], Broker]]:
     """Start Mosquitto with extra config lines (TLS, passwords, ACLs); all are stopped after the test."""
-    started = []
+    started: list[Broker] = []
 
-    def make(extra_conf: str):
+    def make(extra_conf: str) -> Broker:
         d = tmp_path / f"broker{len(started)}"
         d.mkdir()
         # as root, Mosquitto drops to user "mosquitto" before reading certificates, which then

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib.util
 import os
@@ -20,8 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.cabinet.conftest import Rig, cloud_keys, make_rig, rig  # noqa: F401 (fixtures)
-from tests.conftest import free_port
+from tests.helpers import free_port
+from tests.rigs import MakeRig, Rig
 
 PASSWORD = "correct horse battery"
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +55,7 @@ def test_pki(cabinet_id: str = "CAB-T1") -> TestPki:
     return TestPki(issued.ca, issued.cert, issued.key)
 
 
-test_pki.__test__ = False  # type: ignore[attr-defined]  (not a test, despite its name)
+test_pki.__test__ = False  # type: ignore[attr-defined]  # not a test, despite its name
 TestPki.__test__ = False  # type: ignore[attr-defined]
 
 
@@ -75,7 +74,8 @@ class Web:
 
     @property
     def setup_code(self) -> str:
-        return self.ui.setup.code
+        code: str = self.ui.setup.code
+        return code
 
     def client(self) -> aiohttp.ClientSession:
         """A client of the plain-HTTP loopback listener (what the kiosk browser uses)."""
@@ -105,10 +105,7 @@ class Web:
         return s, (await r.json())["csrf"]
 
 
-_STARTED: list[Rig] = []
-
-
-async def start_web(make_rig: Any, **over: Any) -> Web:  # noqa: F811
+async def start_web(make_rig: MakeRig, **over: Any) -> Web:
     """A rig with its web UI: plain HTTP on loopback and the technicians' HTTPS listener with
     the test cabinet certificate (``web={"tech_tls": False}`` for none)."""
     port, tech_port = free_port(), free_port()
@@ -124,8 +121,7 @@ async def start_web(make_rig: Any, **over: Any) -> Web:  # noqa: F811
         "tls_key_file": str(pki.key_file),
         **over["web"],
     }
-    rig = await make_rig(**over)  # noqa: F811
-    _STARTED.append(rig)
+    rig = await make_rig(**over)
     await rig.until(lambda: rig.cab.web.bound_port, what="the web UI to listen")
     if rig.cab.web.tls is None:
         return Web(rig, f"http://127.0.0.1:{port}")
@@ -133,32 +129,8 @@ async def start_web(make_rig: Any, **over: Any) -> Web:  # noqa: F811
     return Web(rig, f"http://127.0.0.1:{port}", f"https://127.0.0.1:{tech_port}", pki)
 
 
-@pytest.fixture(autouse=True)
-async def _stop_poll_loops(make_rig: Any) -> AsyncIterator[None]:  # noqa: F811
-    """Before the rig stops: cancel the cabinet's loops until they are really done.
-
-    Python 3.11's ``asyncio.wait_for`` (used inside pymodbus) can swallow a cancellation that
-    arrives as the reply does (gh-86296), leaving ``Cabinet.stop()`` waiting forever on a poll
-    loop that goes on. Reported to the owner of cabinet/service.py; this keeps the tests honest
-    about everything else.
-    """
-    yield
-    while _STARTED:
-        await end_loops(_STARTED.pop().cab)
-
-
-async def end_loops(cab: Any) -> None:
-    """Cancel the cabinet's own loops until they are done (see ``_stop_poll_loops``)."""
-    for task in list(cab._tasks):
-        for _ in range(200):
-            if task.done():
-                break
-            task.cancel()
-            await asyncio.sleep(0.01)
-
-
 @pytest.fixture
-async def web(make_rig: Any) -> AsyncIterator[Web]:  # noqa: F811
+async def web(make_rig: MakeRig) -> AsyncIterator[Web]:
     """8 slots (packs in 1, 2, 3 at 50 %, 5), web UI on a free port, sync disabled."""
     yield await start_web(make_rig)
 

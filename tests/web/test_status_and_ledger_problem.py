@@ -8,9 +8,9 @@ import sys
 from cabinet.service import Cabinet
 from hardware_sim.cabinet import SimConfig
 from hardware_sim.server import SimServer
-from tests.cabinet.conftest import make_config
 from tests.conftest import free_port
-from tests.web.conftest import Web, end_loops
+from tests.rigs import make_config
+from tests.web.conftest import Web
 
 
 async def _status(*args: str) -> tuple[int, str, str]:
@@ -70,5 +70,4 @@ async def test_unusable_ledger_is_shown_and_renting_refused(tmp_path, monkeypatc
             code, out, _ = await _status("--url", web.url)
             assert code == 1 and "LEDGER UNUSABLE" in out
         finally:
-            await end_loops(cab)
             await cab.stop()
