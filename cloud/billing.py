@@ -158,6 +158,9 @@ class Billing:
         """The renter confirmed a pending hold (a provider notification or a status query): the
         money is reserved now. True when this call made it ``held``."""
         r = self._rental(rental_id)
+        if r["hold_status"] != "pending":
+            return False
+        n = self._hold_n(r)  # before the transaction: SQLite takes one writer at a time
         with self.engine.begin() as conn:
             changed = conn.execute(
                 update(rentals)
@@ -165,7 +168,7 @@ class Billing:
                 .values(hold_status="held")
             ).rowcount
             if changed:
-                money.post_hold(conn, rental_money(r), r["hold_amount"], self._hold_n(r), self.clock())
+                money.post_hold(conn, rental_money(r), r["hold_amount"], n, self.clock())
         return bool(changed)
 
     def release_hold(self, rental_id: str, why: str) -> None:
@@ -434,6 +437,8 @@ class Billing:
             if due > 0 and r["hold_status"] == "held":
                 if self._capture(r, min(due, r["hold_amount"])):
                     continue
+                if self._rental(rental_id)["hold_status"] == "held":
+                    break  # declined or refused, the hold stands: the debt retry captures on it later
             elif due <= 0 and r["hold_status"] == "held":
                 self.release_hold(rental_id, "rental ended")
                 if self._rental(rental_id)["hold_status"] == "held":
@@ -532,6 +537,11 @@ class Billing:
             return False
         except InvalidRequest as e:
             log.warning("rental %s: capture on %s refused: %s", r["id"], r["hold_ref"], e)
+            return False
+        except Declined as e:  # a provider that collects at capture (Alipay balance, WeChat Pay Score)
+            log.warning(
+                "rental %s: capture on %s declined: %s (the fee stays due)", r["id"], r["hold_ref"], e
+            )
             return False
         with self.engine.begin() as conn:
             if not self._recorded(conn, key):

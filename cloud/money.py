@@ -513,8 +513,14 @@ def _paid_means_settled(b: RentalBooks) -> list[Problem]:
 
 
 def _holds_released_at_the_end(b: RentalBooks) -> list[Problem]:
-    """Once a rental is no longer pending or active, none of its holds reserves money."""
-    if b.rental["status"] not in (RentalStatus.PENDING, RentalStatus.ACTIVE) and b.booked.holds != 0:
+    """Once a rental is no longer pending or active, none of its holds reserves money, except the
+    hold of a fee still due that its capture is retried on (a declined capture keeps the hold)."""
+    retrying = b.rental["payment_status"] == "due" and b.rental["hold_status"] == "held"
+    if (
+        b.rental["status"] not in (RentalStatus.PENDING, RentalStatus.ACTIVE)
+        and b.booked.holds != 0
+        and not retrying
+    ):
         return [
             Problem(b.where, f"{b.rental['status']} rental still has {b.booked.holds} reserved by a hold")
         ]

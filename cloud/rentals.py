@@ -628,7 +628,10 @@ class RentalService:
                 conn.execute(
                     select(rentals.c.id).where(
                         rentals.c.status.in_((RentalStatus.CLOSED, RentalStatus.PURCHASED)),
-                        or_(rentals.c.payment_status == "none", rentals.c.hold_status == "held"),
+                        or_(
+                            rentals.c.payment_status == "none",
+                            and_(rentals.c.hold_status == "held", rentals.c.payment_status != "due"),
+                        ),  # a due fee is retried with backoff (debts below), not every sweep
                     )
                 )
                 .scalars()
