@@ -27,7 +27,9 @@ BOOT_B = "boot-b"
 
 
 def ev(seq: int, type_: str, *, mono: float, boot: str, wall: float | None = None, **body) -> WireEvent:
-    return WireEvent(seq, str(uuid.uuid4()), type_, T0 - BASE + mono if wall is None else wall, mono, boot, body)
+    return WireEvent(
+        seq, str(uuid.uuid4()), type_, T0 - BASE + mono if wall is None else wall, mono, boot, body
+    )
 
 
 def tech(seq: int, *, mono: float, boot: str) -> WireEvent:
@@ -329,7 +331,14 @@ async def test_operators_list_and_resolve_claims_through_the_api_audited(api, cl
                         sn="PB000001", slot=1, source="cloud", user=str(renter), cmd_id=start.command.cmd_id),)), clock())  # fmt: skip
     clock.advance(3600)
     bad = ev(
-        1, "battery_returned", mono=clock() - T0 + BASE, boot=BOOT_B, slot=3, sn="PB000009", rental_id=rid, soc=50
+        1,
+        "battery_returned",
+        mono=clock() - T0 + BASE,
+        boot=BOOT_B,
+        slot=3,
+        sn="PB000009",
+        rental_id=rid,
+        soc=50,
     )
     applier.apply_batch(EventBatch("CAB-B", (bad,)), clock())
     ops, renter_auth = await login(client, "ops@example.com"), await login(client, "ana@example.com")
