@@ -47,7 +47,7 @@ TARIFF = obj(
 )
 DATE = {"type": "string", "format": "date"}
 # cloud.app answers 404 when one is not a number
-INTEGER_PATH_PARAMS = ("merchant_id", "dispute_id", "claim_id")
+INTEGER_PATH_PARAMS = ("merchant_id", "dispute_id", "claim_id", "method_id")
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/health", "health", "Liveness and schema revision", auth=None),
@@ -72,11 +72,30 @@ ROUTES: tuple[Route, ...] = (
                    amount_claimed={"type": ["integer", "null"], "minimum": 1, "maximum": 10**12}),
           responses={404: "no such rental in this account", 409: "the rental already has an open dispute"}),
     Route("GET", "/api/me/disputes", "my_disputes", "The account's disputes, newest first"),
-    Route("POST", "/api/rentals", "rent", "Rent at a cabinet: places a hold and queues the eject command", ok=201,
+    Route("POST", "/api/rentals", "rent",
+          "Rent at a cabinet: places a hold and queues the eject command (202 awaiting_confirmation: the renter "
+          "confirms the hold in the provider's app first; the eject follows the provider's notification)", ok=201,
           body=obj(["cabinet_id"], cabinet_id={"type": "string", "minLength": 1, "maxLength": 64}),
-          responses={402: "card refused", 409: "a rental is already in progress", 404: "unknown cabinet"}),
-    Route("POST", "/api/webhooks/{provider}", "webhook", "Signed payment provider webhook (Payment-Signature header)",
+          responses={202: "hold to confirm in the provider's app (client_action)",
+                     402: "card refused, no accepted payment method, or a fee still due (debt)",
+                     409: "a rental is already in progress", 404: "unknown cabinet"}),
+    Route("POST", "/api/webhooks/{provider}", "webhook", "Signed sandbox provider webhook (Payment-Signature header)",
           auth=None, body={"type": "object"}, responses={400: "signature, age or body rejected"}),
+    Route("POST", "/api/payments/{provider}/notify", "provider_notify",
+          "A real provider's notification (stripe: Stripe-Signature; wechat: Wechatpay-* headers, AES-GCM body; "
+          "alipay: RSA2-signed form), verified by the provider's adapter and applied once",
+          auth=None, responses={400: "signature, age or body rejected", 404: "no such provider here"}),
+    Route("GET", "/api/me/debts", "my_debts", "The account's fees that could not be collected (retried automatically)"),
+    Route("GET", "/api/me/payment-methods", "my_payment_methods", "The account's saved payment methods"),
+    Route("POST", "/api/me/payment-methods", "add_payment_method",
+          "Save a payment method of one provider (the token its flow on the phone gave: cus_..:pm_.., openid, user id)",
+          ok=201, body=obj(["provider", "token"], provider={"type": "string", "enum": ["sandbox", "stripe", "wechat", "alipay"]},
+                           token={"type": "string", "minLength": 1, "maxLength": 400},
+                           label={"type": "string", "maxLength": 100}),
+          responses={400: "provider not offered here"}),
+    Route("DELETE", "/api/me/payment-methods/{method_id}", "delete_payment_method", "Remove a saved payment method",
+          responses={404: "no such method in this account"}),
+    Route("GET", "/api/debts", "list_debts", "Every fee that could not be collected, oldest first", auth="operator"),
     Route("GET", "/api/merchants", "list_merchants", "All merchants", auth="operator"),
     Route("POST", "/api/merchants", "create_merchant", "Create a merchant", auth="operator", ok=201,
           body=obj(["name", "revenue_share_bp", "currency"], name=STR,

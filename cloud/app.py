@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict
 from datetime import date
 from typing import Any
@@ -50,7 +50,9 @@ from cloud.fleet.alerting import AlertWatch
 from cloud.fleet.http import FleetHandlers
 from cloud.params import decimal
 from cloud.payments import SIGNATURE_HEADER, SandboxProvider, WebhookInbox, WebhookRejected
+from cloud.payments.registry import build_providers, is_real
 from cloud.pricing import Tariff
+from cloud.provider_events import EventOutcome, apply_provider_event, replay_unmatched
 from cloud.rentals import EjectCommand, RentalError, RentalService
 from cloud.settlement import settlement
 from cloud.users import (
@@ -77,20 +79,24 @@ class CloudContext:
         self._signer = signer
         self.clock = clock
         self.engine = make_engine(config.database_url)
-        if config.provider != "sandbox":
-            raise ValueError(f"cloud.provider {config.provider!r} unknown: only 'sandbox' is built in")
-        self.provider = SandboxProvider(
-            self.engine, clock, config.webhook_secret, hold_ttl_s=config.hold_ttl_s
-        )
+        # every configured provider (a real one refuses to build without its keys: ConfigError)
+        self.providers = build_providers(config, self.engine, clock)
+        self.provider = self.providers[config.provider]  # the default
+        sandbox = self.providers.get("sandbox")
+        self.sandbox = sandbox if isinstance(sandbox, SandboxProvider) else None
         self.inbox = WebhookInbox(
             self.engine, "sandbox", config.webhook_secret, clock, config.webhook_tolerance_s
         )
         self.rentals = RentalService(
             self.engine,
-            self.provider,
+            self.providers,
             clock,
             eject_timeout_s=config.eject_timeout_s,
             hold_capture_margin_s=config.hold_capture_margin_s,
+            confirm_timeout_s=config.confirm_timeout_s,
+            debt_retry_s=config.debt_retry_s,
+            debt_retry_max_s=config.debt_retry_max_s,
+            default_provider=config.provider,
         )
         self.catalog = self.rentals.catalog
         self.disputes = Disputes(self.engine, self.rentals.billing, clock)
@@ -146,17 +152,31 @@ class CloudContext:
             )
 
     def housekeeping(self) -> dict[str, Any]:
-        """One sweep: the provider's own expiries and webhooks, then the rental sweep."""
-        self.provider.expire_holds()
+        """One sweep: the sandbox's own expiries and webhooks, provider notifications that came
+        before their API answer, then the rental sweep."""
         delivered = 0
-        for d in self.provider.due_webhooks():
-            try:
-                self.inbox.handle(d.body, d.headers[SIGNATURE_HEADER])
-                delivered += 1
-            except WebhookRejected as e:
-                log.error("sandbox webhook rejected: %s", e)
+        if self.sandbox is not None:
+            self.sandbox.expire_holds()
+            for d in self.sandbox.due_webhooks():
+                try:
+                    self.inbox.handle(d.body, d.headers[SIGNATURE_HEADER])
+                    delivered += 1
+                except WebhookRejected as e:
+                    log.error("sandbox webhook rejected: %s", e)
+        replayed = 0
+        for name, provider in self.providers.items():
+            if is_real(provider):
+                replayed += replay_unmatched(self.engine, self.rentals, name, self.clock)
         report = self.rentals.sweep()
-        return {"webhooks": delivered, **asdict(report)}
+        return {"webhooks": delivered, "notifications_replayed": replayed, **asdict(report)}
+
+    def on_notification(self, provider_name: str, headers: Mapping[str, str], body: bytes) -> EventOutcome:
+        """Verify and apply one notification of a real provider (raises WebhookRejected)."""
+        provider = self.providers.get(provider_name)
+        if provider is None or not is_real(provider):
+            raise NotFound(f"no payment provider {provider_name!r} that sends notifications here")
+        event = provider.parse_notification(headers, body)  # type: ignore[attr-defined]
+        return apply_provider_event(self.engine, self.rentals, provider_name, event, self.clock)
 
 
 CTX = web.AppKey("cloud", CloudContext)
@@ -500,12 +520,25 @@ class _Handlers(FleetHandlers):
 
     async def rent(self, request: web.Request, user: User, body: dict) -> web.Response:
         start = await asyncio.to_thread(self.ctx.rentals.start_app_rental, user.id, body["cabinet_id"])
-        result = self.ctx.command_sink(start.command)
-        if asyncio.iscoroutine(result):
-            await result
+        if start.command is None:  # the renter confirms the hold in the provider's app first
+            return _json(
+                {
+                    "rental_id": start.rental_id,
+                    "status": "awaiting_confirmation",
+                    "provider": start.provider,
+                    "hold_amount": start.hold_amount,
+                    "currency": start.currency,
+                    "client_action": dict(start.client_action or {}),
+                    "confirm_within_s": self.ctx.config.confirm_timeout_s,
+                },
+                202,
+            )
+        await self._send(start.command)
         return _json(
             {
                 "rental_id": start.rental_id,
+                "status": "ejecting",
+                "provider": start.provider,
                 "hold_amount": start.hold_amount,
                 "currency": start.currency,
                 "command": asdict(start.command),
@@ -513,12 +546,65 @@ class _Handlers(FleetHandlers):
             201,
         )
 
+    async def _send(self, command: EjectCommand) -> None:
+        result = self.ctx.command_sink(command)
+        if asyncio.iscoroutine(result):
+            await result
+
     async def webhook(self, request: web.Request, user: None, body: None) -> web.Response:
-        if request.match_info["provider"] != self.ctx.provider.name:
-            raise NotFound(f"no payment provider {request.match_info['provider']!r}")
+        if request.match_info["provider"] != "sandbox" or self.ctx.sandbox is None:
+            raise NotFound(
+                f"no payment provider {request.match_info['provider']!r} signing webhooks this way"
+            )
         raw = await request.read()
         outcome = await asyncio.to_thread(self.ctx.inbox.handle, raw, request.headers.get(SIGNATURE_HEADER))
         return _json(asdict(outcome))
+
+    async def provider_notify(self, request: web.Request, user: None, body: None) -> web.StreamResponse:
+        """A real provider's notification: verified by its adapter, applied once; answered the way
+        the provider expects an acknowledgement (a confirmed hold's eject is sent from here)."""
+        name = request.match_info["provider"]
+        raw = await request.read()
+        if len(raw) > 256 * 1024:
+            raise BadRequest("notification too large")
+        outcome = await asyncio.to_thread(self.ctx.on_notification, name, dict(request.headers), raw)
+        if outcome.command is not None:
+            await self._send(outcome.command)
+        ack = getattr(self.ctx.providers[name], "notification_ack", None)
+        if callable(ack):
+            status, text, content_type = ack()
+            return web.Response(status=status, text=text, content_type=content_type)
+        return _json(
+            {"event_id": outcome.event_id, "duplicate": outcome.duplicate, "applied": outcome.applied}
+        )
+
+    async def my_debts(self, request: web.Request, user: User, body: None) -> web.Response:
+        return _json(await asyncio.to_thread(self.ctx.rentals.debts, user.id))
+
+    async def list_debts(self, request: web.Request, user: User, body: None) -> web.Response:
+        return _json(await asyncio.to_thread(self.ctx.rentals.debts))
+
+    async def add_payment_method(self, request: web.Request, user: User, body: dict) -> web.Response:
+        if body["provider"] not in self.ctx.providers:
+            raise BadRequest(
+                f"provider {body['provider']!r} is not offered here ({', '.join(self.ctx.providers)})"
+            )
+        method = await asyncio.to_thread(
+            self.ctx.accounts.add_payment_method,
+            user.id,
+            body["provider"],
+            body["token"],
+            body.get("label", ""),
+        )
+        return _json(method, 201)
+
+    async def my_payment_methods(self, request: web.Request, user: User, body: None) -> web.Response:
+        return _json(await asyncio.to_thread(self.ctx.accounts.payment_methods, user.id))
+
+    async def delete_payment_method(self, request: web.Request, user: User, body: None) -> web.Response:
+        method_id = int(request.match_info["method_id"])
+        await asyncio.to_thread(self.ctx.accounts.delete_payment_method, user.id, method_id)
+        return _json({"deleted": method_id})
 
     async def list_merchants(self, request: web.Request, user: User, body: None) -> web.Response:
         return _json([asdict(m) for m in await asyncio.to_thread(self.ctx.catalog.merchants)])

@@ -15,6 +15,8 @@ from typing import Any
 from cloud.errors import CloudError
 
 MODES = ("production", "sandbox", "demo")
+PROVIDERS = ("sandbox", "stripe", "wechat", "alipay")
+"""The payment providers the cloud can speak (cloud/payments/registry.py builds them)."""
 DEFAULT_WEBHOOK_SECRET = "sandbox-webhook-secret"
 """Public (it is in this repository): ``check_startable`` refuses it outside sandbox and demo mode."""
 
@@ -37,7 +39,34 @@ class CloudConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "address the HTTP API listens on"})
     port: int = field(default=8000, metadata={"help": "TCP port of the HTTP API"})
     provider: str = field(
-        default="sandbox", metadata={"help": "payment provider name (only 'sandbox' built in)"}
+        default="sandbox",
+        metadata={
+            "help": "the default payment provider (merchants that name none, passes): sandbox, stripe, wechat "
+            "or alipay"
+        },
+    )
+    providers: list = field(
+        default_factory=list,
+        metadata={
+            "help": "more providers to run beside the default one; merchants choose among them "
+            "(merchants.providers). Each real one is set up in provider_settings"
+        },
+    )
+    provider_settings: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "one table per real provider, e.g. [cloud.provider_settings.stripe]: where its keys are "
+            "(files or environment variable names, never the keys), its endpoints; see docs/payments-*.md"
+        },
+    )
+    confirm_timeout_s: int = field(
+        default=300, metadata={"help": "cancel a hold the renter has not confirmed in the provider's app"}
+    )
+    debt_retry_s: int = field(
+        default=600, metadata={"help": "first retry of a fee that could not be collected (doubles each time)"}
+    )
+    debt_retry_max_s: int = field(
+        default=86400, metadata={"help": "longest wait between retries of a due fee"}
     )
     webhook_secret: str = field(
         default="sandbox-webhook-secret",  # DEFAULT_WEBHOOK_SECRET; refused at start in production mode
@@ -155,6 +184,10 @@ class CloudConfig:
                 raise ConfigError(f"{source}: cloud.{key} must be a string, got {value!r}")
             if want is list and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 raise ConfigError(f"{source}: cloud.{key} must be a list of strings, got {value!r}")
+            if want is dict and not (
+                isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+            ):
+                raise ConfigError(f"{source}: cloud.{key} must be a table of tables, got {value!r}")
             kwargs[key] = value
         cfg = cls(**kwargs)
         for key in (
@@ -170,9 +203,17 @@ class CloudConfig:
             "alert_check_interval_s",
             "alert_cert_warn_days",
             "signup_window_s",
+            "confirm_timeout_s",
+            "debt_retry_s",
+            "debt_retry_max_s",
         ):
             if getattr(cfg, key) <= 0:
                 raise ConfigError(f"{source}: cloud.{key} must be positive")
+        for name in (cfg.provider, *cfg.providers):
+            if name not in PROVIDERS:
+                raise ConfigError(
+                    f"{source}: payment provider {name!r} unknown (known: {', '.join(PROVIDERS)})"
+                )
         if cfg.mode not in MODES:
             raise ConfigError(f"{source}: cloud.mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
         for cidr in cfg.trusted_proxies:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from cloud.db import auth_throttle, login_failures, passes, rentals, sessions, users
+from cloud.db import auth_throttle, login_failures, passes, payment_methods, rentals, sessions, users
 from cloud.errors import CloudError
 from sync.events import RentalStatus
 
@@ -35,6 +35,13 @@ class UserError(CloudError, ValueError):
 
     status = 400
     code = "bad_request"
+
+
+class MethodNotFound(UserError):
+    """No such saved payment method in the account."""
+
+    status = 404
+    code = "not_found"
 
 
 class AlreadyRegistered(UserError):
@@ -302,6 +309,51 @@ class Accounts:
             if old != card_token:
                 revoke_passes(conn, user_id, self.clock(), "card changed")
         return self.get(user_id)
+
+    def add_payment_method(self, user_id: int, provider: str, token: str, label: str = "") -> dict[str, Any]:
+        """Save a method of one provider (its own reference: we never see card numbers)."""
+        if not token or len(token) > 400:
+            raise UserError("token must be a provider reference of 1 to 400 characters")
+        with self.engine.begin() as conn:
+            method_id = conn.execute(
+                insert(payment_methods)
+                .values(
+                    user_id=user_id,
+                    provider=provider,
+                    token=token,
+                    label=label[:100],
+                    created_at=self.clock(),
+                )
+                .returning(payment_methods.c.id)
+            ).scalar_one()
+        return {"id": method_id, "provider": provider, "label": label[:100]}
+
+    def payment_methods(self, user_id: int) -> list[dict[str, Any]]:
+        """The renter's saved methods, newest first (tokens are not shown back)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(payment_methods)
+                .where(payment_methods.c.user_id == user_id, payment_methods.c.deleted_at.is_(None))
+                .order_by(payment_methods.c.id.desc())
+            ).mappings()
+            return [
+                {"id": r["id"], "provider": r["provider"], "label": r["label"], "created_at": r["created_at"]}
+                for r in rows
+            ]
+
+    def delete_payment_method(self, user_id: int, method_id: int) -> None:
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(payment_methods)
+                .where(
+                    payment_methods.c.id == method_id,
+                    payment_methods.c.user_id == user_id,
+                    payment_methods.c.deleted_at.is_(None),
+                )
+                .values(deleted_at=self.clock())
+            ).rowcount
+        if not changed:
+            raise MethodNotFound(f"no payment method {method_id} in this account")
 
     def card_token(self, user_id: int) -> str | None:
         with self.engine.connect() as conn:

@@ -63,6 +63,7 @@ CONTRACT = {
     "cloud.rentals.OpenRental": (409, "open_rental"),
     "cloud.rentals.CardRefused": (402, "card_declined"),
     "cloud.rentals.InDebt": (402, "debt"),
+    "cloud.users.MethodNotFound": (404, "not_found"),
     "cloud.payments.provider.ProviderUnavailable": (503, "provider_unavailable"),
     "cloud.merchants.CatalogError": (400, "bad_request"),
     "cloud.merchants.CatalogNotFound": (404, "not_found"),
