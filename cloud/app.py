@@ -20,11 +20,12 @@ from datetime import date
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import update
 
 from cloud import money
 from cloud.api_schema import INTEGER_PATH_PARAMS, ROUTES, Route, openapi
 from cloud.config import CloudConfig
-from cloud.db import audit_log, make_engine, migrate, schema_revision
+from cloud.db import audit_log, make_engine, merchants, migrate, schema_revision
 from cloud.disputes import (
     Dispute,
     Disputes,
@@ -51,6 +52,7 @@ from cloud.fleet.http import FleetHandlers
 from cloud.params import decimal
 from cloud.payments import SIGNATURE_HEADER, SandboxProvider, WebhookInbox, WebhookRejected
 from cloud.payments.registry import build_providers, is_real
+from cloud.payouts import pay_merchant, payouts_of
 from cloud.pricing import Tariff
 from cloud.provider_events import EventOutcome, apply_provider_event, replay_unmatched
 from cloud.rentals import EjectCommand, RentalError, RentalService
@@ -623,6 +625,45 @@ class _Handlers(FleetHandlers):
         mid = int(request.match_info["merchant_id"])
         m = await asyncio.to_thread(self.ctx.catalog.set_revenue_share, mid, body["revenue_share_bp"])
         return _json(asdict(m))
+
+    async def set_merchant_payments(self, request: web.Request, user: User, body: dict) -> web.Response:
+        mid = int(request.match_info["merchant_id"])
+        unknown = [p for p in body["providers"] if p not in self.ctx.providers]
+        if unknown:
+            raise BadRequest(
+                f"not configured here: {', '.join(unknown)} (configured: {', '.join(self.ctx.providers)})"
+            )
+
+        def save() -> int:
+            with self.ctx.engine.begin() as conn:
+                return conn.execute(
+                    update(merchants)
+                    .where(merchants.c.id == mid)
+                    .values(providers=",".join(body["providers"]), payout_account=body.get("payout_account"))
+                ).rowcount
+
+        if not await asyncio.to_thread(save):
+            raise NotFound(f"no merchant {mid}")
+        await asyncio.to_thread(
+            self.ctx.audit, user.id, "merchant_payments", f"merchant:{mid}",
+            {"providers": body["providers"], "payout_account": body.get("payout_account")},
+        )  # fmt: skip
+        return _json(
+            {"merchant_id": mid, "providers": body["providers"], "payout_account": body.get("payout_account")}
+        )
+
+    async def pay_merchant(self, request: web.Request, user: User, body: dict) -> web.Response:
+        mid = int(request.match_info["merchant_id"])
+        out = await asyncio.to_thread(
+            pay_merchant, self.ctx.engine, self.ctx.providers, mid, body["amount"], body["currency"],
+            body["reference"], self.ctx.clock, body.get("provider"),
+        )  # fmt: skip
+        await asyncio.to_thread(self.ctx.audit, user.id, "merchant_payout", f"merchant:{mid}", out)
+        return _json(out, 201)
+
+    async def list_payouts(self, request: web.Request, user: User, body: None) -> web.Response:
+        mid = int(request.match_info["merchant_id"])
+        return _json(await asyncio.to_thread(payouts_of, self.ctx.engine, mid))
 
     async def create_venue(self, request: web.Request, user: User, body: dict) -> web.Response:
         mid = int(request.match_info["merchant_id"])

@@ -25,6 +25,8 @@ examples:
   cabinet-cloud create-merchant --config cloud.toml "Cafe Aurora" --share-bp 3000 --currency EUR --timezone Europe/Berlin
   cabinet-cloud serve --config cloud.toml
   cabinet-cloud money-check --config cloud.toml
+  cabinet-cloud money reconcile --config cloud.toml --provider stripe --date 2026-12-02
+  cabinet-cloud money payout --config cloud.toml --merchant 1 --amount 12000 --currency EUR --reference 2026-11
   cabinet-cloud settlement --config cloud.toml 1 --from 2026-09-01 --to 2026-10-01 --format csv
   cabinet-cloud keys --config cloud.toml
   cabinet-cloud keys rotate --config cloud.toml --overlap 7d
@@ -56,6 +58,31 @@ def _parser() -> argparse.ArgumentParser:
         "money-check", parents=[common], help="prove every account and rental adds up (exit 1 if not)"
     )
     s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    s = sub.add_parser(
+        "money",
+        parents=[common],
+        help="money with the providers: reconcile a day's statement, pay a merchant",
+    )
+    msub = s.add_subparsers(dest="money_command", required=True, metavar="ACTION")
+    r = msub.add_parser(
+        "reconcile",
+        parents=[common],
+        help="match a provider's statement for a day with the journal (exit 1 and alerts on any mismatch)",
+    )
+    r.add_argument("--provider", required=True, help="sandbox, stripe, wechat or alipay (as configured)")
+    r.add_argument(
+        "--date", dest="day", type=date.fromisoformat, required=True, help="the day, YYYY-MM-DD (UTC)"
+    )
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r = msub.add_parser(
+        "payout", parents=[common], help="pay a merchant's share through a provider, once per --reference"
+    )
+    r.add_argument("--merchant", type=int, required=True, help="merchant id")
+    r.add_argument("--amount", type=int, required=True, help="minor units (e.g. cents, fen)")
+    r.add_argument("--currency", required=True, help="ISO 4217 code")
+    r.add_argument("--reference", required=True, help="your reference (makes the payout idempotent)")
+    r.add_argument("--provider", help="the provider to pay through (default: the merchant's first)")
 
     s = sub.add_parser("settlement", parents=[common], help="a merchant's settlement report for a period")
     s.add_argument("merchant_id", type=int)
@@ -216,6 +243,44 @@ def cmd_money_check(cfg: CloudConfig, args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_money(cfg: CloudConfig, args: argparse.Namespace) -> int:
+    from cloud.payments.registry import build_providers
+    from cloud.payouts import pay_merchant
+    from cloud.reconcile import reconcile
+
+    engine = _engine(cfg)
+    providers = build_providers(cfg, engine, time.time)
+    if args.money_command == "payout":
+        out = pay_merchant(
+            engine,
+            providers,
+            args.merchant,
+            args.amount,
+            args.currency,
+            args.reference,
+            time.time,
+            args.provider,
+        )
+        print(json.dumps(out, indent=2))
+        return 0
+    provider = providers.get(args.provider)
+    if provider is None:
+        raise LookupError(f"provider {args.provider!r} is not configured ({', '.join(providers)})")
+    statement = getattr(provider, "statement", None)
+    if statement is None:
+        raise LookupError(
+            f"provider {args.provider!r} has no statement to reconcile (the sandbox keeps none)"
+        )
+    result = reconcile(engine, args.provider, statement(args.day), args.day, time.time)
+    if args.json:
+        print(json.dumps(result.to_json_dict(), indent=2))
+    else:
+        print(f"{args.provider} {args.day}: {result.matched} line(s) matched, fees {result.fees or 0}")
+        for m in result.mismatches:
+            print(f"  MISMATCH {m}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
 def cmd_settlement(cfg: CloudConfig, args: argparse.Namespace) -> int:
     from cloud.settlement import settlement
 
@@ -328,6 +393,7 @@ COMMANDS = {
     "serve": cmd_serve,
     "migrate": cmd_migrate,
     "money-check": cmd_money_check,
+    "money": cmd_money,
     "settlement": cmd_settlement,
     "create-merchant": cmd_create_merchant,
     "create-user": cmd_create_user,

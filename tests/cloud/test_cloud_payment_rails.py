@@ -15,7 +15,9 @@ from sqlalchemy import insert, select, update
 
 from cloud import money
 from cloud.db import merchants, payment_methods, payments, rentals
-from cloud.payments import Capture, Declined, Hold, ProviderEvent, Refund, Void
+from cloud.payments import Capture, Declined, Hold, Payout, ProviderEvent, Refund, StatementLine, Void
+from cloud.payouts import PayoutError, pay_merchant
+from cloud.reconcile import reconcile
 from cloud.provider_events import apply_provider_event
 from cloud.rentals import CardRefused, InDebt, RentalService
 
@@ -71,6 +73,10 @@ class PendingPay:
 
     def refund(self, hold_ref: str, amount: int, idempotency_key: str) -> Refund:
         return self._once(idempotency_key, lambda: Refund(hold_ref, f"rf-{hold_ref}", amount, amount))  # type: ignore[no-any-return]
+
+    def payout(self, destination, amount, currency, hold_ref, idempotency_key):  # type: ignore[no-untyped-def]
+        self.calls.append(f"payout {destination} {amount}")
+        return self._once(idempotency_key, lambda: Payout(f"po-{next(self.ids)}", destination, amount, currency, "paid"))
 
 
 @pytest.fixture
@@ -240,3 +246,66 @@ def test_a_lost_dispute_is_booked_as_a_chargeback_and_the_books_still_prove(rail
             conn.execute(select(rentals.c.flag).where(rentals.c.id == start.rental_id)).scalar()
             == "chargeback_lost"
         )
+
+
+def rent_and_return(world, service, user: int, hours: float = 2) -> dict:  # type: ignore[no-untyped-def]
+    start = service.start_app_rental(user, "CAB-A")
+    if start.command is None:
+        apply_provider_event(world.engine, service, start.provider,
+                             event("hold.confirmed", service.rental(start.rental_id)["hold_ref"],
+                                   f"c-{start.rental_id}"), world.clock)  # fmt: skip
+    service.on_rental_started("CAB-A", world.event("CAB-A", "rental_started", rental_id=start.rental_id, mono=100.0,
+                                                   boot="a1", slot=1, sn="PB000001", source="cloud"))  # fmt: skip
+    world.clock.advance(hours * 3600)
+    service.on_battery_returned("CAB-B", world.event("CAB-B", "battery_returned", rental_id=None, mono=7.0,
+                                                     boot="b1", slot=2, sn="PB000001"))  # fmt: skip
+    return service.rental(start.rental_id)
+
+
+def test_a_payout_is_paid_once_per_reference_and_never_above_what_is_owed(rails) -> None:
+    world, service, pay = rails
+    user = world.renter(card=None)
+    add_method(world, user, "pendingpay", "openid-4")
+    r = rent_and_return(world, service, user)
+    assert r["payment_status"] == "paid"
+    share = r["fee"] * world.merchant.revenue_share_bp // 10_000
+    providers = service.billing.providers
+    with pytest.raises(PayoutError, match="is owed"):
+        pay_merchant(world.engine, providers, world.merchant.id, share + 1, "EUR", "2026-12", world.clock)
+    first = pay_merchant(world.engine, providers, world.merchant.id, share, "EUR", "2026-12", world.clock)
+    again = pay_merchant(world.engine, providers, world.merchant.id, share, "EUR", "2026-12", world.clock)
+    assert first == again and first["status"] == "paid" and first["provider"] == "pendingpay"
+    assert [c for c in pay.calls if c.startswith("payout")] == [f"payout merchant:{world.merchant.id} {share}"]
+    with world.engine.connect() as conn:
+        payable = money.balances(conn).get((money.merchant_payable(world.merchant.id), "EUR"), 0)
+    assert payable == 0  # the share was owed, and is paid
+    assert money.check(world.engine) == []
+
+
+def test_reconcile_matches_the_statement_and_reports_both_sides_of_a_difference(rails) -> None:
+    import datetime as dt
+
+    world, service, _ = rails
+    user = world.renter(card=None)
+    add_method(world, user, "pendingpay", "openid-5")
+    r = rent_and_return(world, service, user)
+    day = dt.datetime.fromtimestamp(world.clock(), dt.UTC).date()
+    with world.engine.connect() as conn:
+        capture_ref = conn.execute(
+            select(payments.c.provider_ref).where(payments.c.rental_id == r["id"], payments.c.kind == "capture")
+        ).scalar_one()
+    good = [StatementLine(capture_ref, "capture", r["captured"], "EUR", world.clock(), r["hold_ref"]),
+            StatementLine("fee-1", "fee", -12, "EUR", world.clock())]  # fmt: skip
+    ok = reconcile(world.engine, "pendingpay", good, day, world.clock)
+    assert (ok.ok, ok.matched, ok.fees) == (True, 1, {"EUR": -12})
+
+    bad = [StatementLine(capture_ref, "capture", r["captured"] - 1, "EUR", world.clock()),
+           StatementLine("pay-unknown", "capture", 500, "EUR", world.clock())]  # fmt: skip
+    out = reconcile(world.engine, "pendingpay", bad, day, world.clock)
+    assert sorted(m.what for m in out.mismatches) == ["amount_differs", "missing_in_journal"]
+    missing = reconcile(world.engine, "pendingpay", [], day, world.clock)
+    assert [m.what for m in missing.mismatches] == ["missing_at_provider"]
+    from cloud.fleet.view import alerts
+
+    kinds = [a["kind"] for a in alerts(world.engine)]
+    assert kinds.count("reconciliation_mismatch") == 3
