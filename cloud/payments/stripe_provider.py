@@ -822,6 +822,11 @@ def _event(event: Mapping[str, Any]) -> ProviderEvent:
         return ev(kind, obj.get("id"), obj.get("amount"), cancellation_reason=reason)
     if type_ == "payment_intent.payment_failed":
         err = obj.get("last_payment_error") or {}
+        if err.get("code") == "authentication_required":
+            # the off-session attempt that made a hold pending: authorize() already said so
+            raise StripeEventIgnored(
+                f"stripe event {type_} ({eid}): the hold waits for the renter (3-D Secure)"
+            )
         return ev(
             "payment.failed",
             obj.get("id"),

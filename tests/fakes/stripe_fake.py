@@ -6,7 +6,7 @@ real API speaks: form-encoded requests (``metadata[k]=v``, ``expand[0]=...``, ``
 ``Authorization: Bearer sk_test_...``, Stripe's JSON objects and Stripe's error shape
 ``{"error": {"type", "code", "decline_code", "message", "param", "payment_intent"...}}``.
 
-The documentation it follows (read on 2026-11, API version ``2026-10-28.endive``, the version the
+The documentation it follows (read on 2026-12-03, API version ``2026-10-28.endive``, the version the
 installed SDK 16.1.0 pins and sends as ``Stripe-Version``):
 
 - API reference, https://docs.stripe.com/api : PaymentIntents (create with ``confirm=true``,
