@@ -17,8 +17,8 @@ from cloud import money
 from cloud.db import merchants, payment_methods, payments, rentals
 from cloud.payments import Capture, Declined, Hold, Payout, ProviderEvent, Refund, StatementLine, Void
 from cloud.payouts import PayoutError, pay_merchant
-from cloud.reconcile import reconcile
 from cloud.provider_events import apply_provider_event
+from cloud.reconcile import reconcile
 from cloud.rentals import CardRefused, InDebt, RentalService
 
 
@@ -76,7 +76,9 @@ class PendingPay:
 
     def payout(self, destination, amount, currency, hold_ref, idempotency_key):  # type: ignore[no-untyped-def]
         self.calls.append(f"payout {destination} {amount}")
-        return self._once(idempotency_key, lambda: Payout(f"po-{next(self.ids)}", destination, amount, currency, "paid"))
+        return self._once(
+            idempotency_key, lambda: Payout(f"po-{next(self.ids)}", destination, amount, currency, "paid")
+        )
 
 
 @pytest.fixture
@@ -275,7 +277,9 @@ def test_a_payout_is_paid_once_per_reference_and_never_above_what_is_owed(rails)
     first = pay_merchant(world.engine, providers, world.merchant.id, share, "EUR", "2026-12", world.clock)
     again = pay_merchant(world.engine, providers, world.merchant.id, share, "EUR", "2026-12", world.clock)
     assert first == again and first["status"] == "paid" and first["provider"] == "pendingpay"
-    assert [c for c in pay.calls if c.startswith("payout")] == [f"payout merchant:{world.merchant.id} {share}"]
+    assert [c for c in pay.calls if c.startswith("payout")] == [
+        f"payout merchant:{world.merchant.id} {share}"
+    ]
     with world.engine.connect() as conn:
         payable = money.balances(conn).get((money.merchant_payable(world.merchant.id), "EUR"), 0)
     assert payable == 0  # the share was owed, and is paid
@@ -292,7 +296,9 @@ def test_reconcile_matches_the_statement_and_reports_both_sides_of_a_difference(
     day = dt.datetime.fromtimestamp(world.clock(), dt.UTC).date()
     with world.engine.connect() as conn:
         capture_ref = conn.execute(
-            select(payments.c.provider_ref).where(payments.c.rental_id == r["id"], payments.c.kind == "capture")
+            select(payments.c.provider_ref).where(
+                payments.c.rental_id == r["id"], payments.c.kind == "capture"
+            )
         ).scalar_one()
     good = [StatementLine(capture_ref, "capture", r["captured"], "EUR", world.clock(), r["hold_ref"]),
             StatementLine("fee-1", "fee", -12, "EUR", world.clock())]  # fmt: skip
