@@ -2,14 +2,18 @@
 
 It implements, on 127.0.0.1 and a free port, the published endpoints the adapter
 ``cloud/payments/alipay_provider.py`` uses, with the signatures Alipay documents, and plays
-Alipay's failure modes. Pages it follows (opendocs.alipay.com, read 2025-07; the 预授权支付
-接入指南 page says "更新时间 2025-07-17"; ids as cited by the go-pay/gopay SDK):
+Alipay's failure modes. The pages it follows (opendocs.alipay.com ids as the go-pay/gopay SDK
+cites them; their text read through mirrors and excerpts, 2026-12: the 预授权支付 接入指南 page
+says "更新时间 2025-07-17"; the Java SDK model AlipayFundAuthOperationDetailQueryResponse, whose
+fields and order states the fake answers, is "2024-04-23"; trade error sub_codes as listed by
+the Bishoptylaor/paypay SDK):
 
 - RSA2 signing and verification ("OpenAPI 2.0 签名", 自行实现签名):
   https://opendocs.alipay.com/common/02kf5q ; public error codes: https://opendocs.alipay.com/common/02km9f
 - alipay.fund.auth.order.app.freeze (线上资金授权冻结, an order string the renter's Alipay app
-  submits; 免押 through ``extra_param`` {"category", "serviceId"}): https://opendocs.alipay.com/open/02f912
-  (https://opendocs.alipay.com/open/02fkb9 is the offline alipay.fund.auth.order.freeze)
+  submits; 免押 through ``extra_param`` {"category", "serviceId"}; ``timeout_express``):
+  https://opendocs.alipay.com/open/02f912 (https://opendocs.alipay.com/open/02fkb9 is the offline
+  alipay.fund.auth.order.freeze)
 - alipay.fund.auth.order.unfreeze: https://opendocs.alipay.com/open/02fkbc
 - alipay.fund.auth.operation.detail.query: https://opendocs.alipay.com/open/02fkbd
 - alipay.fund.auth.operation.cancel: https://opendocs.alipay.com/open/02fkbb
@@ -19,11 +23,20 @@ Alipay's failure modes. Pages it follows (opendocs.alipay.com, read 2025-07; the
 - alipay.trade.order.settle: https://opendocs.alipay.com/open/02j2bt ; .settle.query: /open/02pj6l
 - alipay.data.dataservice.bill.downloadurl.query: https://opendocs.alipay.com/open/02e7gr (a URL,
   valid 30 s, to a zip of GBK CSV files: the 业务明细 detail file and its 汇总 summary)
-- asynchronous notifications (form POST to notify_url, signed over every parameter but ``sign``
-  and ``sign_type``; retried until the body of the answer is exactly ``success``):
-  https://opendocs.alipay.com/open/270/105902 ; fund auth notify types ``fund_auth_freeze``,
-  ``fund_auth_unfreeze`` (also when the authorization times out and Alipay unfreezes it) and
-  ``trade_status_sync`` for the payment, as listed in the 预授权 异步通知 page.
+- asynchronous notifications: a form POST to notify_url, signed over every parameter but
+  ``sign`` and ``sign_type``, delivered again until the answer's body is exactly ``success``
+  (https://opendocs.alipay.com/open/270/105898); the fund-auth types ``fund_auth_freeze``,
+  ``fund_auth_unfreeze`` (also when the authorization times out and Alipay unfreezes it, sent to
+  the app gateway address) and ``trade_status_sync`` for the payment, as the 预授权 异步通知 page
+  lists them (mirror: https://www.apifox.cn/apidoc/docs-site/3618910/doc-3288608).
+
+Not found in those pages, so chosen here: the fund-auth refusals other than AUTH_ORDER_NOT_EXIST,
+AUTH_OPERATION_NOT_EXIST and ILLEGAL_ARGUMENT (ORDER_ALREADY_CLOSED, ORDER_ALREADY_EXIST,
+UNFREEZE_AMOUNT_LIMIT_EXCEED), ACQ.TRADE_SETTLE_NOT_EXIST, ACQ.ALLOC_AMOUNT_VALIDATE_ERROR and the
+bill's isp.bill_not_exist (integrators report BILL_NOT_EXIST); the app's refusal of a credit
+freeze reuses the documented trade code ACQ.ZM_CREDIT_AUTH_FAIL (综合评估不通过), the pages
+naming none for the freeze. The adapter depends on none of these names (it asks Alipay again,
+or skips a bill whose code names a missing bill).
 
 Signatures, exactly as documented:
 
@@ -64,6 +77,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import hashlib
 import io
 import itertools
@@ -108,16 +122,28 @@ def generate_rsa_keypair() -> tuple[str, str]:
     return private, public
 
 
+@functools.lru_cache(maxsize=16)
+def _private_key(pem: str) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(pem.encode(), password=None)  # slow: it checks the key
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
+
+
+@functools.lru_cache(maxsize=16)
+def _public_key(pem: str) -> rsa.RSAPublicKey:
+    key = serialization.load_pem_public_key(pem.encode())
+    assert isinstance(key, rsa.RSAPublicKey)
+    return key
+
+
 def rsa2_sign(private_pem: str, message: str) -> str:
     """base64 SHA256WithRSA (PKCS#1 v1.5) of ``message`` (UTF-8), as Alipay's RSA2."""
-    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return base64.b64encode(key.sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+    sig = _private_key(private_pem).sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return base64.b64encode(sig).decode()
 
 
 def rsa2_verify(public_pem: str, message: str, signature: str) -> bool:
-    key = serialization.load_pem_public_key(public_pem.encode())
-    assert isinstance(key, rsa.RSAPublicKey)
+    key = _public_key(public_pem)
     try:
         key.verify(base64.b64decode(signature), message.encode(), padding.PKCS1v15(), hashes.SHA256())
     except Exception:
@@ -278,6 +304,7 @@ class AlipayFake:
         self.settles: dict[str, Settle] = {}
         self.effects: list[tuple[str, str]] = []  # (kind, reference): one per effect that took place
         self.requests: list[str] = []  # method names received, in order
+        self.biz: list[tuple[str, dict[str, Any], dict[str, str]]] = []  # (method, biz_content, params)
         self.queued: list[Notification] = []
         self.sent: list[Notification] = []
         self._faults: dict[str, list[_Fault]] = {}
@@ -307,7 +334,9 @@ class AlipayFake:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="alipay-fake", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="alipay-fake", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -390,24 +419,41 @@ class AlipayFake:
 
     # --- the renter's Alipay app ---------------------------------------------------------
 
-    def renter_submits(self, order_str: str, buyer_id: str) -> dict[str, str]:
+    def _log(self, method: str, params: dict[str, str]) -> None:
+        try:
+            biz = json.loads(params.get("biz_content") or "{}")
+        except ValueError:
+            biz = {}
+        self.biz.append((method, biz if isinstance(biz, dict) else {}, dict(params)))
+
+    def last_biz(self, method: str) -> dict[str, Any]:
+        with self._lock:
+            return next(b for m, b, _ in reversed(self.biz) if m == method)
+
+    def renter_submits(self, order_str: str, buyer_id: str, confirm: bool = True) -> dict[str, str]:
         """The renter's Alipay app opens ``order_str`` (my.tradePay / the app SDK) and confirms.
 
         Alipay verifies the order string's signature, then freezes (a credit authorization:
         nothing of the renter's money is reserved) or refuses. Returns what the app gets:
-        ``{"resultCode": "9000"|"4000", "result": <signed JSON text>}``.
+        ``{"resultCode": "9000"|"4000", "result": <signed JSON text>}``. With ``confirm=False`` the
+        renter opens the cashier (Alipay creates the order, INIT) and walks away: ``6001``.
         """
         params = dict(urllib.parse.parse_qsl(order_str, keep_blank_values=True))
         node_name = "alipay_fund_auth_order_app_freeze_response"
         out: list[Notification] = []
         with self._lock:
             self.requests.append("alipay.fund.auth.order.app.freeze")
+            self._log("alipay.fund.auth.order.app.freeze", params)
             out += self._sweep()
             try:
                 self._check_request(params, "alipay.fund.auth.order.app.freeze")
-                node = {"code": "10000", "msg": "Success", **self._app_freeze(params, buyer_id, out)}
+                node = {"code": "10000", "msg": "Success", **self._app_freeze(params, buyer_id, out, confirm)}
+                if not confirm:
+                    return {"resultCode": "6001", "result": ""}
             except BizError as e:
                 node = {"code": e.code, "msg": e.msg, "sub_code": e.sub_code, "sub_msg": e.sub_msg}
+            except _Unsigned as e:  # refused by the gateway: unsigned
+                return {"resultCode": "4000", "result": json.dumps({node_name: e.node}, ensure_ascii=False)}
             text = self._signed_body(node_name, node)
         if self.notify_mode == "before":
             self._dispatch(out, force=True)
@@ -437,6 +483,7 @@ class AlipayFake:
         out: list[Notification] = []
         with self._lock:
             self.requests.append(method)
+            self._log(method, params)
             out += self._sweep()
             if fault is not None and not fault.after_effect:  # refused before anything happens
                 body, status = self._fault_body(fault, node_name), fault.status or 200
@@ -448,6 +495,9 @@ class AlipayFake:
                     ).encode()
                 elif fault is not None and (fault.status or fault.sub_code):  # the effect took place
                     body, status = self._fault_body(fault, node_name), fault.status or 200
+        if self.notify_mode == "manual":  # queued before the answer, so deliver() after it finds them
+            self._dispatch(out)
+            out = []
         if fault is not None and fault.delay_s:
             time.sleep(fault.delay_s)
         if self.notify_mode == "before":
@@ -540,7 +590,9 @@ class AlipayFake:
 
     # --- fund authorization --------------------------------------------------------------
 
-    def _app_freeze(self, params: dict[str, str], buyer_id: str, out: list[Notification]) -> dict[str, Any]:
+    def _app_freeze(
+        self, params: dict[str, str], buyer_id: str, out: list[Notification], confirm: bool = True
+    ) -> dict[str, Any]:
         biz = json.loads(params["biz_content"])
         for name in ("out_order_no", "out_request_no", "order_title", "amount", "product_code"):
             if not biz.get(name):
@@ -591,7 +643,7 @@ class AlipayFake:
             raise BizError("ORDER_ALREADY_EXIST", "商户订单号已存在且请求信息不一致")
         if order.status == "CLOSED":
             raise BizError("ORDER_ALREADY_CLOSED", "订单已关闭")
-        if order.status == "INIT":
+        if order.status == "INIT" and confirm:
             if buyer_id in self.decline_users:
                 raise BizError(self.decline_users[buyer_id], "综合评估不通过")
             order.status, order.payer_user_id, order.rest, order.authorized_at = (
@@ -909,9 +961,9 @@ class AlipayFake:
         (royalty,) = biz["royalty_parameters"]
         amount = to_fen(royalty.get("amount"))
         trans_in, trans_in_type = str(royalty.get("trans_in", "")), royalty.get("trans_in_type", "userId")
-        if trans_in_type == "userId" and not (
-            trans_in.startswith("2088") and len(trans_in) == 16 and trans_in.isdigit()
-        ):
+        user_id = trans_in.startswith("2088") and len(trans_in) == 16 and trans_in.isdigit()
+        login = "@" in trans_in or (len(trans_in) == 11 and trans_in.isdigit())  # an email or a phone number
+        if not (user_id if trans_in_type == "userId" else login):
             raise BizError("ACQ.ROYALTY_ACCOUNT_NOT_EXIST", "分账收款方账号不存在")
         if amount is None or amount <= 0 or amount > trade.amount - trade.refunded - trade.settled:
             raise BizError("ACQ.ALLOC_AMOUNT_VALIDATE_ERROR", "分账金额超过最大可分账金额")
@@ -1175,7 +1227,9 @@ class NotificationReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="alipay-notify", daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="alipay-notify", daemon=True
+        ).start()
 
     @property
     def url(self) -> str:
