@@ -515,25 +515,29 @@ class StripeProvider:
             return [bt.to_dict() for bt in page.auto_paging_iter()]
 
         lines: list[StatementLine] = []
+        seen: set[str] = set()
         for bt in reversed(self._read(read)):  # Stripe lists newest first
             source = bt.get("source")
             src = source if isinstance(source, dict) else {}
+            # the reference our records carry: the charge (Capture.capture_ref), the refund, the
+            # dispute (a chargeback's ref), the transfer (Payout.payout_ref); else the transaction
+            ref = _id(source) or str(bt["id"])
             if bt["type"] == "adjustment":
-                kind = "dispute" if src.get("object") == "dispute" else "fee"
+                kind = "dispute" if src.get("object") == "dispute" or ref.startswith("dp_") else "fee"
             else:
                 kind = _BALANCE_KINDS.get(bt["type"], "fee")
+            if kind == "dispute" and int(bt["amount"]) > 0:
+                ref = f"{ref}:reinstated"  # a won dispute gives the withdrawn money back
+            elif ref in seen:
+                ref = f"{ref}:{bt['id']}"
+            seen.add(ref)
             hold_ref = src.get("payment_intent") or (src.get("metadata") or {}).get("hold_ref")
             hold_ref = _id(hold_ref) if hold_ref else None
             cur = str(bt["currency"]).upper()
-            lines.append(
-                StatementLine(str(bt["id"]), kind, int(bt["amount"]), cur, float(bt["created"]), hold_ref)
-            )
+            at = float(bt["created"])
+            lines.append(StatementLine(ref, kind, int(bt["amount"]), cur, at, hold_ref))
             if bt.get("fee"):
-                lines.append(
-                    StatementLine(
-                        f"{bt['id']}:fee", "fee", -int(bt["fee"]), cur, float(bt["created"]), hold_ref
-                    )
-                )
+                lines.append(StatementLine(f"{ref}:fee", "fee", -int(bt["fee"]), cur, at, hold_ref))
         return lines
 
     def payout(
@@ -793,7 +797,12 @@ def _mapped(e: stripe.StripeError) -> PaymentError:
 
 
 def _event(event: Mapping[str, Any]) -> ProviderEvent:
-    """A verified Stripe event in the cloud's terms; StripeEventIgnored for the ones it does not use."""
+    """A verified Stripe event in the cloud's terms; StripeEventIgnored for the ones it does not use.
+
+    ``data["ref"]`` is the reference of the payment record the event confirms (a capture's
+    charge, the PaymentIntent of a void, the refund, the transfer); ``data["dispute_ref"]`` the
+    dispute (a lost one is booked as a chargeback under it); ``data["outcome"]`` won | lost.
+    """
     type_ = str(event.get("type"))
     obj = (event.get("data") or {}).get("object") or {}
     eid = str(event["id"])
@@ -810,16 +819,15 @@ def _event(event: Mapping[str, Any]) -> ProviderEvent:
             {"object_id": obj.get("id"), **data},
         )
 
+    pi_id = obj.get("id")
     if type_ == "payment_intent.amount_capturable_updated" and obj.get("status") == "requires_capture":
-        return ev("hold.confirmed", obj.get("id"), obj.get("amount_capturable"))
+        return ev("hold.confirmed", pi_id, obj.get("amount_capturable"))
     if type_ == "payment_intent.succeeded":
-        return ev(
-            "hold.captured", obj.get("id"), obj.get("amount_received"), charge=_id(obj.get("latest_charge"))
-        )
+        return ev("hold.captured", pi_id, obj.get("amount_received"), ref=_id(obj.get("latest_charge")))
     if type_ == "payment_intent.canceled":
         reason = obj.get("cancellation_reason")
         kind = "hold.expired" if reason in _EXPIRED_REASONS else "hold.voided"
-        return ev(kind, obj.get("id"), obj.get("amount"), cancellation_reason=reason)
+        return ev(kind, pi_id, obj.get("amount"), ref=pi_id, cancellation_reason=reason)
     if type_ == "payment_intent.payment_failed":
         err = obj.get("last_payment_error") or {}
         if err.get("code") == "authentication_required":
@@ -829,31 +837,41 @@ def _event(event: Mapping[str, Any]) -> ProviderEvent:
             )
         return ev(
             "payment.failed",
-            obj.get("id"),
+            pi_id,
             obj.get("amount"),
             code=err.get("code"),
             decline_code=err.get("decline_code"),
+            reason=f"{err.get('message') or 'declined'} ({err.get('code')}/{err.get('decline_code')})",
             status=obj.get("status"),
         )
     if type_ in ("refund.created", "refund.updated") and obj.get("status") == "succeeded":
-        return ev("refund.succeeded", obj.get("payment_intent"), obj.get("amount"), refund=obj.get("id"))
+        return ev("refund.succeeded", obj.get("payment_intent"), obj.get("amount"), ref=obj.get("id"))
     if type_ == "charge.dispute.created":
-        return ev("dispute.opened", obj.get("payment_intent"), obj.get("amount"), reason=obj.get("reason"))
+        return ev(
+            "dispute.opened",
+            obj.get("payment_intent"),
+            obj.get("amount"),
+            dispute_ref=obj.get("id"),
+            reason=obj.get("reason"),
+        )
     if type_ == "charge.dispute.closed":
         status = obj.get("status")
-        outcome = "won" if status in ("won", "warning_closed") else "lost"
         return ev(
-            "dispute.closed", obj.get("payment_intent"), obj.get("amount"), outcome=outcome, status=status
+            "dispute.closed",
+            obj.get("payment_intent"),
+            obj.get("amount"),
+            dispute_ref=obj.get("id"),
+            outcome="won" if status in ("won", "warning_closed") else "lost",
+            status=status,
         )
-    if type_ == "transfer.created":
+    if type_ in ("transfer.created", "transfer.reversed"):
         meta = obj.get("metadata") or {}
-        return ev("payout.paid", meta.get("hold_ref"), obj.get("amount"), destination=obj.get("destination"))
-    if type_ == "transfer.reversed":
-        meta = obj.get("metadata") or {}
+        created = type_ == "transfer.created"
         return ev(
-            "payout.failed",
+            "payout.paid" if created else "payout.failed",
             meta.get("hold_ref"),
-            obj.get("amount_reversed"),
+            obj.get("amount") if created else obj.get("amount_reversed"),
+            ref=obj.get("id"),
             destination=obj.get("destination"),
         )
     raise StripeEventIgnored(f"stripe event {type_} ({eid}) is not one the cloud acts on")

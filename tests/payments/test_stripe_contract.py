@@ -226,6 +226,7 @@ def test_save_a_card_hold_and_capture_part_of_it(fake: StripeFake, receiver: Rec
     assert all(e.kind in EVENT_KINDS for e in events)
     assert events[0].hold_ref == hold.hold_ref and events[0].amount == 3500 and events[0].currency == "EUR"
     assert events[1].amount == 500 and events[1].provider_type == "payment_intent.succeeded"
+    assert events[1].data["ref"] == cap.capture_ref  # the payment record it confirms
 
 
 def test_capture_in_full_and_the_mastercard_window(fake: StripeFake) -> None:
@@ -256,7 +257,8 @@ def test_void_releases_the_hold_once(fake: StripeFake, receiver: Receiver) -> No
     with pytest.raises(InvalidRequest):
         p.void(captured.hold_ref, "rental:R2:void:0")
     fake.deliver()
-    assert "hold.voided" in kinds(receiver.events(p))
+    voided = [e for e in receiver.events(p) if e.kind == "hold.voided"]
+    assert [(e.hold_ref, e.amount, e.data["ref"]) for e in voided] == [(hold.hold_ref, 3500, hold.hold_ref)]
 
 
 def test_partial_refunds_up_to_the_capture(fake: StripeFake, receiver: Receiver) -> None:
@@ -277,10 +279,10 @@ def test_partial_refunds_up_to_the_capture(fake: StripeFake, receiver: Receiver)
     assert fake.count("refunds.create") == 3
     fake.deliver()
     refunds = [e for e in receiver.events(p) if e.kind == "refund.succeeded"]
-    assert [(e.hold_ref, e.amount) for e in refunds] == [
-        (hold.hold_ref, 300),
-        (hold.hold_ref, 200),
-        (hold.hold_ref, 500),
+    assert [(e.hold_ref, e.amount, e.data["ref"]) for e in refunds] == [
+        (hold.hold_ref, 300, r1.refund_ref),
+        (hold.hold_ref, 200, r2.refund_ref),
+        (hold.hold_ref, 500, r3.refund_ref),
     ]
 
 
@@ -307,7 +309,8 @@ def test_declines_are_replayed_as_the_same_decline(fake: StripeFake, receiver: R
     assert fake.count("payment_intents.create") == (2 if case == "insufficient_funds" else 1)
     fake.deliver()
     failed = [ev for ev in receiver.events(p) if ev.kind == "payment.failed"]
-    assert len(failed) == 1 and failed[0].data["decline_code"] in (
+    assert len(failed) == 1 and failed[0].data["decline_code"] in failed[0].data["reason"]
+    assert failed[0].data["decline_code"] in (
         "generic_decline",
         "insufficient_funds",
         "expired_card",
@@ -416,9 +419,11 @@ def test_a_dispute_opens_and_closes(fake: StripeFake, receiver: Receiver, won: b
     assert kinds(events) == ["dispute.opened", "dispute.closed"]
     assert [(e.hold_ref, e.amount, e.currency) for e in events] == [(hold.hold_ref, 1200, "EUR")] * 2
     assert events[0].data["reason"] == "fraudulent"
+    assert events[0].data["dispute_ref"] == events[1].data["dispute_ref"] == dp
     assert events[1].data["outcome"] == ("won" if won else "lost")
     disputes = [line for line in p.statement(DAY) if line.kind == "dispute"]
-    assert [line.amount for line in disputes] == ([-1200, 1200] if won else [-1200])
+    expected = [(dp, -1200), (f"{dp}:reinstated", 1200)] if won else [(dp, -1200)]
+    assert [(line.provider_ref, line.amount) for line in disputes] == expected
     assert all(line.hold_ref == hold.hold_ref for line in disputes)
 
 
@@ -427,9 +432,9 @@ def test_the_statement_of_a_day_is_what_happened(fake: StripeFake) -> None:
     p = make(fake, statement_page_size=2)  # several pages
     acct = fake.add_account()
     h1 = p.authorize(fake.add_card(), 3500, "EUR", "rental:R1:hold:0")
-    p.capture(h1.hold_ref, 1000, "rental:R1:capture:0")
-    p.refund(h1.hold_ref, 400, "rental:R1:refund:0")
-    fake.open_dispute(h1.hold_ref)
+    cap = p.capture(h1.hold_ref, 1000, "rental:R1:capture:0")
+    refund = p.refund(h1.hold_ref, 400, "rental:R1:refund:0")
+    dp = fake.open_dispute(h1.hold_ref)
     payout = p.payout(acct, 300, "EUR", h1.hold_ref, "payout:M1:2026-03-02")
     voided = p.authorize(fake.add_card(), 3500, "EUR", "rental:R2:hold:0")
     p.void(voided.hold_ref, "rental:R2:void:0")  # a released hold moves no money
@@ -439,23 +444,19 @@ def test_the_statement_of_a_day_is_what_happened(fake: StripeFake) -> None:
 
     lines = p.statement(DAY)
     fee = (1000 * 150 + 5000) // 10000 + 25
-    assert [(line.kind, line.amount, line.hold_ref) for line in lines] == [
-        ("capture", 1000, h1.hold_ref),
-        ("fee", -fee, h1.hold_ref),
-        ("refund", -400, h1.hold_ref),
-        ("dispute", -600, h1.hold_ref),
-        ("fee", -DISPUTE_FEE, h1.hold_ref),
-        ("payout", -300, h1.hold_ref),
+    # by the references our records carry: Capture.capture_ref, Refund.refund_ref, the dispute
+    # (a lost one is booked as a chargeback under it), Payout.payout_ref
+    assert [(line.provider_ref, line.kind, line.amount, line.hold_ref) for line in lines] == [
+        (cap.capture_ref, "capture", 1000, h1.hold_ref),
+        (f"{cap.capture_ref}:fee", "fee", -fee, h1.hold_ref),
+        (refund.refund_ref, "refund", -400, h1.hold_ref),
+        (dp, "dispute", -600, h1.hold_ref),
+        (f"{dp}:fee", "fee", -DISPUTE_FEE, h1.hold_ref),
+        (payout.payout_ref, "payout", -300, h1.hold_ref),
     ]
     assert {line.currency for line in lines} == {"EUR"}
     assert all(DAY == datetime.fromtimestamp(line.at, UTC).date() for line in lines)
     txns = {t["id"]: t for t in fake.objects["balance_transactions"].values()}
-    for line in lines:
-        assert line.provider_ref.removesuffix(":fee") in txns
-    assert (
-        txns[next(line.provider_ref for line in lines if line.kind == "payout")]["source"]
-        == payout.payout_ref
-    )
     assert sum(line.amount for line in lines) == sum(
         t["net"] for t in txns.values() if datetime.fromtimestamp(t["created"], UTC).date() == DAY
     )
@@ -497,9 +498,9 @@ def test_payouts_are_connect_transfers_once_per_key(fake: StripeFake, receiver: 
     assert fake.count("transfers.create") == 2
     fake.deliver()
     paid = [e for e in receiver.events(p) if e.kind == "payout.paid"]
-    assert [(e.amount, e.hold_ref, e.data["destination"]) for e in paid] == [
-        (1500, hold.hold_ref, acct),
-        (100, None, acct),
+    assert [(e.amount, e.hold_ref, e.data["destination"], e.data["ref"]) for e in paid] == [
+        (1500, hold.hold_ref, acct, out.payout_ref),
+        (100, None, acct, plain.payout_ref),
     ]
 
 
