@@ -187,11 +187,15 @@ class AlipayFundAuthProvider:
         if missing:
             raise ConfigError(f"alipay provider: missing {', '.join(missing)}")
         if deposit_product_mode not in ("DEPOSIT_ONLY", "POSTPAY", "POSTPAY_UNCERTAIN"):
-            raise ConfigError(f"alipay provider: deposit_product_mode {deposit_product_mode!r} is not one of "
-                              "DEPOSIT_ONLY, POSTPAY, POSTPAY_UNCERTAIN")  # fmt: skip
+            raise ConfigError(
+                f"alipay provider: deposit_product_mode {deposit_product_mode!r} is not one of "
+                "DEPOSIT_ONLY, POSTPAY, POSTPAY_UNCERTAIN"
+            )
         if deposit_product_mode != "DEPOSIT_ONLY" and not rent_description:
-            raise ConfigError(f"alipay provider: deposit_product_mode {deposit_product_mode} needs rent_description "
-                              "(the post_payments description the renter sees, e.g. 1.50元/30分钟，99元封顶)")  # fmt: skip
+            raise ConfigError(
+                f"alipay provider: deposit_product_mode {deposit_product_mode} needs rent_description "
+                "(the post_payments description the renter sees, e.g. 1.50元/30分钟，99元封顶)"
+            )
         if confirm_timeout_s < 60 or hold_ttl_s <= 0 or timeout_s <= 0:
             raise ConfigError(
                 "alipay provider: confirm_timeout_s must be >= 60, hold_ttl_s and timeout_s > 0"
@@ -260,8 +264,9 @@ class AlipayFundAuthProvider:
             if d.get("status") == "SUCCESS":  # frozen once: held, captured or ended since
                 return Hold(hold_ref, amount, "CNY", self._auth_expiry(d), "held")
             if d.get("order_status") == "CLOSED":
-                raise HoldExpired(f"freeze order {hold_ref} closed without a freeze (not confirmed in time, "
-                                  "or cancelled)")  # fmt: skip
+                raise HoldExpired(
+                    f"freeze order {hold_ref} closed without a freeze (not confirmed in time, or cancelled)"
+                )
         biz: dict[str, Any] = {
             "out_order_no": hold_ref,
             "out_request_no": _freeze_no(hold_ref),
@@ -353,8 +358,9 @@ class AlipayFundAuthProvider:
                     e.sub_code,
                 ) from e
             elif e.sub_code in _REFUSED:
-                raise AlipayDeclined(f"hold {hold_ref}: Alipay refused the payment ({e})", "card_declined",
-                                     e.sub_code) from e  # fmt: skip
+                raise AlipayDeclined(
+                    f"hold {hold_ref}: Alipay refused the payment ({e})", "card_declined", e.sub_code
+                ) from e
             else:
                 raise _as_error(e) from e
         if str(r.get("code")) == "10003" or r.get("trade_status") == "WAIT_BUYER_PAY":
@@ -369,7 +375,7 @@ class AlipayFundAuthProvider:
         d = self._operation(hold_ref, _freeze_no(hold_ref), "FREEZE")
         if d is None:
             return Void(hold_ref, 0)  # the renter never opened the order string: nothing reserved
-        remark = f"void {_digest(idempotency_key, 16)}"
+        remark = f"免押解冻 {_digest(idempotency_key, 16)}"  # the key's digest: which void this was
         status = d.get("order_status")
         if status == "INIT":
             r = self._call(
@@ -384,10 +390,14 @@ class AlipayFundAuthProvider:
             try:
                 r = self._call(
                     "alipay.fund.auth.order.unfreeze",
-                    {"auth_no": d["auth_no"], "out_request_no": _unfreeze_no(hold_ref), "amount": _yuan(rest),
-                     "remark": remark},
+                    {
+                        "auth_no": d["auth_no"],
+                        "out_request_no": _unfreeze_no(hold_ref),
+                        "amount": _yuan(rest),
+                        "remark": remark,
+                    },
                     notify_url=self.notify_url,
-                )  # fmt: skip
+                )
                 return Void(hold_ref, _fen(r.get("amount")))
             except _Refused as e:
                 d = self._freeze_detail(hold_ref)  # closed meanwhile (expiry, another void)?
@@ -508,18 +518,35 @@ class AlipayFundAuthProvider:
             hold_ref = out_trade_no[:-1]
             if not (out_trade_no.endswith("P") and _REF.match(hold_ref)):
                 raise WebhookRejected(f"notification names trade {out_trade_no!r}, not one of ours")
-            data = {"hold_ref": hold_ref, "trade_no": params.get("trade_no", ""),
-                    "trade_status": params.get("trade_status", "")}  # fmt: skip
+            data = {
+                "hold_ref": hold_ref,
+                "trade_no": params.get("trade_no", ""),
+                "trade_status": params.get("trade_status", ""),
+            }
             if params.get("out_biz_no") or params.get("gmt_refund"):
                 data.update(ref=params.get("out_biz_no", ""), refunded_total=_fen(params.get("refund_fee")))
                 return ProviderEvent(notify_id, "refund.succeeded", hold_ref, None, "CNY", kind_of, data)
             if params.get("trade_status") in ("TRADE_SUCCESS", "TRADE_FINISHED"):
                 data["ref"] = params.get("trade_no", "")
-                return ProviderEvent(notify_id, "hold.captured", hold_ref, _fen(params.get("total_amount")), "CNY",
-                                     kind_of, data)  # fmt: skip
+                return ProviderEvent(
+                    notify_id,
+                    "hold.captured",
+                    hold_ref,
+                    _fen(params.get("total_amount")),
+                    "CNY",
+                    kind_of,
+                    data,
+                )
             if params.get("trade_status") == "TRADE_CLOSED":
-                return ProviderEvent(notify_id, "payment.failed", hold_ref, _fen(params.get("total_amount")), "CNY",
-                                     kind_of, data)  # fmt: skip
+                return ProviderEvent(
+                    notify_id,
+                    "payment.failed",
+                    hold_ref,
+                    _fen(params.get("total_amount")),
+                    "CNY",
+                    kind_of,
+                    data,
+                )
         raise WebhookRejected(f"unsupported Alipay notification {kind_of!r} {params.get('trade_status', '')}")
 
     def statement(self, day: date) -> list[StatementLine]:
@@ -561,16 +588,27 @@ class AlipayFundAuthProvider:
             raise _as_error(e) from e
         kind = "userId" if re.fullmatch(r"2088\d{12}", destination) else "loginName"
         request_no = "PBS" + _digest(idempotency_key)
-        royalty = [{"royalty_type": "transfer", "trans_in_type": kind, "trans_in": destination,
-                    "amount": _yuan(amount), "desc": f"merchant share {hold_ref}"}]  # fmt: skip
+        royalty = [
+            {
+                "royalty_type": "transfer",
+                "trans_in_type": kind,
+                "trans_in": destination,
+                "amount": _yuan(amount),
+                "desc": f"merchant share {hold_ref}",
+            }
+        ]
         try:
             r = self._sdk_call(
                 "alipay.trade.order.settle",
                 lambda: self._sdk.api_alipay_trade_order_settle(request_no, str(trade["trade_no"]), royalty),
             )
         except _Refused as e:
-            if e.sub_code in ("ACQ.ROYALTY_ACCOUNT_NOT_EXIST", "ACQ.ALLOC_AMOUNT_VALIDATE_ERROR",
-                              "ACQ.TRADE_SETTLE_ERROR", "ACQ.TRADE_STATUS_ERROR"):  # fmt: skip
+            if e.sub_code in (
+                "ACQ.ROYALTY_ACCOUNT_NOT_EXIST",
+                "ACQ.ALLOC_AMOUNT_VALIDATE_ERROR",
+                "ACQ.TRADE_SETTLE_ERROR",
+                "ACQ.TRADE_STATUS_ERROR",
+            ):
                 raise InvalidRequest(f"settle of {_yuan(amount)} yuan to {destination} refused: {e}") from e
             raise _as_error(e) from e
         q = self._call("alipay.trade.order.settle.query", {"settle_no": r["settle_no"]})
@@ -596,6 +634,8 @@ class AlipayFundAuthProvider:
             node = run()
         except _Unsigned as e:
             node = e.node
+            if not node.get("code"):
+                raise ProviderUnavailable(f"{method}: an unsigned answer without a code ({node!r})") from e
         except AliPayValidationError as e:
             raise ProviderUnavailable(
                 f"{method}: Alipay's answer failed signature verification; the call may have taken "

@@ -522,8 +522,12 @@ class AlipayFake:
     def _fault_body(self, fault: _Fault, node_name: str) -> bytes:
         if fault.status is not None:
             return b"<html><body>502 Bad Gateway</body></html>"
-        node = {"code": fault.code, "msg": "Service Currently Unavailable" if fault.code == "20000" else "Business Failed",
-                "sub_code": fault.sub_code, "sub_msg": "系统繁忙"}  # fmt: skip
+        node = {
+            "code": fault.code,
+            "msg": "Service Currently Unavailable" if fault.code == "20000" else "Business Failed",
+            "sub_code": fault.sub_code,
+            "sub_msg": "系统繁忙",
+        }
         if fault.code == "20000":  # answered by the gateway itself, unsigned
             return json.dumps({node_name: node}, ensure_ascii=False).encode()
         return self._signed_body(node_name, node).encode()
@@ -762,15 +766,25 @@ class AlipayFake:
             if amount > order.rest:
                 raise BizError("UNFREEZE_AMOUNT_LIMIT_EXCEED", "解冻金额超过剩余冻结金额")
             now = self.now()
-            op = Operation(self._number(20), biz["out_request_no"], "UNFREEZE", amount, "SUCCESS", now, now,
-                           str(biz["remark"]))  # fmt: skip
+            op = Operation(
+                self._number(20),
+                biz["out_request_no"],
+                "UNFREEZE",
+                amount,
+                "SUCCESS",
+                now,
+                now,
+                str(biz["remark"]),
+            )
             order.operations[op.out_request_no] = op
             order.rest -= amount
             if order.rest == 0:
                 order.status = "FINISH" if order.paid else "CLOSED"
             self.effects.append(("unfreeze", op.out_request_no))
-            out += self._notify(params.get("notify_url") or order.notify_url,
-                                self._fund_params(order, op, "fund_auth_unfreeze"))  # fmt: skip
+            out += self._notify(
+                params.get("notify_url") or order.notify_url,
+                self._fund_params(order, op, "fund_auth_unfreeze"),
+            )
         return {
             "auth_no": order.auth_no,
             "out_order_no": order.out_order_no,
@@ -796,8 +810,13 @@ class AlipayFake:
             action = "unfreeze"
             order.rest, order.status, op.status = 0, "CLOSED", "CLOSED"
             self.effects.append(("cancel", order.out_order_no))
-        return {"auth_no": order.auth_no, "out_order_no": order.out_order_no, "operation_id": op.operation_id,
-                "out_request_no": op.out_request_no, "action": action}  # fmt: skip
+        return {
+            "auth_no": order.auth_no,
+            "out_order_no": order.out_order_no,
+            "operation_id": op.operation_id,
+            "out_request_no": op.out_request_no,
+            "action": action,
+        }
 
     # --- payment, refunds, settlement ----------------------------------------------------
 
@@ -838,9 +857,18 @@ class AlipayFake:
             raise BizError("ACQ.AUTH_AMOUNT_NOT_ENOUGH", "授权金额不足")
         now = self.now()
         if trade is None:
-            trade = Trade(self._number(28), biz["out_trade_no"], order.auth_no, amount, biz["subject"], buyer,
-                          str(biz.get("seller_id") or self.seller_id), params.get("notify_url", ""), same,
-                          created_at=now)  # fmt: skip
+            trade = Trade(
+                self._number(28),
+                biz["out_trade_no"],
+                order.auth_no,
+                amount,
+                biz["subject"],
+                buyer,
+                str(biz.get("seller_id") or self.seller_id),
+                params.get("notify_url", ""),
+                same,
+                created_at=now,
+            )
             self.trades[trade.out_trade_no] = trade
         balance = self.balances.get(buyer)
         if balance is not None and balance < amount:  # a credit freeze reserved nothing
@@ -984,20 +1012,29 @@ class AlipayFake:
     def _settle_query(
         self, biz: dict[str, Any], params: dict[str, str], out: list[Notification]
     ) -> dict[str, Any]:
-        found = [s for s in self.settles.values()
-                 if s.settle_no == biz.get("settle_no")
-                 or (s.out_request_no == biz.get("out_request_no") and s.trade_no == biz.get("trade_no"))]  # fmt: skip
+        found = [
+            s
+            for s in self.settles.values()
+            if s.settle_no == biz.get("settle_no")
+            or (s.out_request_no == biz.get("out_request_no") and s.trade_no == biz.get("trade_no"))
+        ]
         if not found:
             raise BizError("ACQ.TRADE_SETTLE_NOT_EXIST", "分账单据不存在")
         s = found[0]
         return {
             "out_request_no": s.out_request_no,
             "operation_dt": _cst(s.at),
-            "royalty_detail_list": [{
-                "operation_type": "transfer", "execute_dt": _cst(s.at), "trans_in": s.trans_in,
-                "trans_in_type": s.trans_in_type, "amount": yuan(s.amount), "state": s.state,
-            }],
-        }  # fmt: skip
+            "royalty_detail_list": [
+                {
+                    "operation_type": "transfer",
+                    "execute_dt": _cst(s.at),
+                    "trans_in": s.trans_in,
+                    "trans_in_type": s.trans_in_type,
+                    "amount": yuan(s.amount),
+                    "state": s.state,
+                }
+            ],
+        }
 
     # --- bills ---------------------------------------------------------------------------
 
@@ -1014,11 +1051,18 @@ class AlipayFake:
             raise BizError("isp.bill_not_exist", "账单不存在")
         token = secrets.token_hex(8)
         self._bill_tokens[token] = (day.isoformat(), self.now() + 30)
-        query = urllib.parse.urlencode({
-            "bizType": biz["bill_type"], "userId": self.seller_id, "fileType": "csv.zip",
-            "bizDates": day.strftime("%Y%m%d"), "downloadFileName": f"{self.seller_id}_{day:%Y%m%d}.csv.zip",
-            "fileId": secrets.token_hex(6), "timestamp": str(int(self.now())), "token": token,
-        })  # fmt: skip
+        query = urllib.parse.urlencode(
+            {
+                "bizType": biz["bill_type"],
+                "userId": self.seller_id,
+                "fileType": "csv.zip",
+                "bizDates": day.strftime("%Y%m%d"),
+                "downloadFileName": f"{self.seller_id}_{day:%Y%m%d}.csv.zip",
+                "fileId": secrets.token_hex(6),
+                "timestamp": str(int(self.now())),
+                "token": token,
+            }
+        )
         return {"bill_download_url": f"{self.base_url}/downloadBillFile.resource?{query}"}
 
     def _download(self, h: BaseHTTPRequestHandler, q: dict[str, str]) -> None:
@@ -1077,9 +1121,33 @@ class AlipayFake:
         return out.getvalue()
 
     def _bill_row(self, t: Trade, kind: str, amount: int, fee: int, refund_no: str, at: float) -> list[str]:
-        return [t.trade_no, t.out_trade_no, kind, t.subject, _cst(t.created_at), _cst(at), "", "", "", "", t.buyer_id,
-                yuan(t.amount), yuan(amount), "0.00", "0.00", "0.00", "0.00", "0.00", "", "0.00", "0.00",
-                refund_no, yuan(fee), "0.00", ""]  # fmt: skip
+        return [
+            t.trade_no,
+            t.out_trade_no,
+            kind,
+            t.subject,
+            _cst(t.created_at),
+            _cst(at),
+            "",
+            "",
+            "",
+            "",
+            t.buyer_id,
+            yuan(t.amount),
+            yuan(amount),
+            "0.00",
+            "0.00",
+            "0.00",
+            "0.00",
+            "0.00",
+            "",
+            "0.00",
+            "0.00",
+            refund_no,
+            yuan(fee),
+            "0.00",
+            "",
+        ]
 
     # --- time, notifications -------------------------------------------------------------
 
@@ -1112,7 +1180,7 @@ class AlipayFake:
                     self.auto_unfreeze_url or order.notify_url,
                     self._fund_params(order, op, "fund_auth_unfreeze"),
                 )
-        return out  # fmt: skip
+        return out
 
     def _notify(self, url: str, params: dict[str, str]) -> list[Notification]:
         if not url:

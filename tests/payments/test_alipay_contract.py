@@ -57,8 +57,12 @@ Factory = Callable[..., AlipayFundAuthProvider]
 def keys() -> dict[str, str]:
     app_private, app_public = generate_rsa_keypair()
     alipay_private, alipay_public = generate_rsa_keypair()
-    return {"app_private": app_private, "app_public": app_public,
-            "alipay_private": alipay_private, "alipay_public": alipay_public}  # fmt: skip
+    return {
+        "app_private": app_private,
+        "app_public": app_public,
+        "alipay_private": alipay_private,
+        "alipay_public": alipay_public,
+    }
 
 
 @pytest.fixture
@@ -71,8 +75,13 @@ def receiver() -> Iterator[NotificationReceiver]:
 
 @pytest.fixture
 def fake(keys: dict[str, str]) -> Iterator[AlipayFake]:
-    f = AlipayFake(app_id=APP_ID, app_public_key=keys["app_public"], alipay_private_key=keys["alipay_private"],
-                   seller_id=SELLER, auth_ttl_s=7 * 86400)  # fmt: skip
+    f = AlipayFake(
+        app_id=APP_ID,
+        app_public_key=keys["app_public"],
+        alipay_private_key=keys["alipay_private"],
+        seller_id=SELLER,
+        auth_ttl_s=7 * 86400,
+    )
     with f:
         yield f
 
@@ -119,13 +128,20 @@ def events(
     p: AlipayFundAuthProvider, receiver: NotificationReceiver, notify_type: str, n: int = 1
 ) -> list[ProviderEvent]:
     """The first ``n`` notifications of ``notify_type`` that reached the notify_url, parsed."""
-    got = wait_for(lambda: (lambda r: r if len(r) >= n else None)(list(receiver.of_type(notify_type))),
-                   what=f"{n} {notify_type} notification(s)")  # fmt: skip
+    got = wait_for(
+        lambda: (lambda r: r if len(r) >= n else None)(list(receiver.of_type(notify_type))),
+        what=f"{n} {notify_type} notification(s)",
+    )
     return [p.parse_notification(r.headers, r.body) for r in got]
 
 
-def held(p: AlipayFundAuthProvider, fake: AlipayFake, key: str = "rental:R1:hold:0", amount: int = HOLD,
-         buyer: str = BUYER) -> Hold:  # fmt: skip
+def held(
+    p: AlipayFundAuthProvider,
+    fake: AlipayFake,
+    key: str = "rental:R1:hold:0",
+    amount: int = HOLD,
+    buyer: str = BUYER,
+) -> Hold:
     """A hold the renter confirmed in the Alipay app."""
     hold = p.authorize("", amount, "CNY", key)
     assert hold.status == "pending" and hold.client_action is not None
@@ -153,8 +169,9 @@ def renotify(note_body: bytes, key: str, **changes: str) -> bytes:
 # --- the hold: a credit freeze the renter confirms ---------------------------------------------
 
 
-def test_authorize_is_a_pending_freeze_with_the_credit_parameters(make: Factory, fake: AlipayFake,
-                                                                  receiver: NotificationReceiver) -> None:  # fmt: skip
+def test_authorize_is_a_pending_freeze_with_the_credit_parameters(
+    make: Factory, fake: AlipayFake, receiver: NotificationReceiver
+) -> None:
     p = make()
     hold = p.authorize("", HOLD, "CNY", rental_key("R1", "hold", 0))
     assert hold.status == "pending" and hold.amount == HOLD and hold.currency == "CNY"
@@ -212,8 +229,9 @@ def test_authorize_refuses_bad_requests(make: Factory) -> None:
 # --- capture, void, refund -------------------------------------------------------------------
 
 
-def test_partial_capture_takes_the_fee_and_unfreezes_the_rest(make: Factory, fake: AlipayFake,
-                                                              receiver: NotificationReceiver) -> None:  # fmt: skip
+def test_partial_capture_takes_the_fee_and_unfreezes_the_rest(
+    make: Factory, fake: AlipayFake, receiver: NotificationReceiver
+) -> None:
     p = make()
     hold = held(p, fake)
     cap = p.capture(hold.hold_ref, 300, rental_key("R1", "capture", 0))
@@ -371,8 +389,17 @@ def test_the_bill_is_read_as_alipay_writes_it() -> None:
         f"2024091322001000000000000001\t,{ref}P\t,退款,租金,2024-09-13 10:00:00,2024-09-13 11:00:00,,,,,"
         "ali***@x.com,12.30,-2.30,0.00,0.00,0.00,0.00,0.00,,0.00,0.00,PBRx,0.01,0.00,",
     ]
-    detail = "\n".join(["#支付宝业务明细查询", "#账号：[20880000000000010156]", "#----业务明细列表----", header,
-                        *rows, "#----业务明细列表结束----", "#交易合计：1笔"])  # fmt: skip
+    detail = "\n".join(
+        [
+            "#支付宝业务明细查询",
+            "#账号：[20880000000000010156]",
+            "#----业务明细列表----",
+            header,
+            *rows,
+            "#----业务明细列表结束----",
+            "#交易合计：1笔",
+        ]
+    )
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as z:
         z.writestr("20880000000000010156_20240913_业务明细.csv", detail.encode("gbk"))
@@ -400,8 +427,15 @@ def test_payout_settles_the_merchant_share_of_a_payment(make: Factory, fake: Ali
     assert (out.destination, out.amount, out.currency, out.status) == (MERCHANT, 1800, "CNY", "paid")
     biz = fake.last_biz("alipay.trade.order.settle")
     assert biz["trade_no"] == cap.capture_ref
-    assert biz["royalty_parameters"] == [{"royalty_type": "transfer", "trans_in_type": "userId", "trans_in": MERCHANT,
-                                          "amount": "18.00", "desc": f"merchant share {hold.hold_ref}"}]  # fmt: skip
+    assert biz["royalty_parameters"] == [
+        {
+            "royalty_type": "transfer",
+            "trans_in_type": "userId",
+            "trans_in": MERCHANT,
+            "amount": "18.00",
+            "desc": f"merchant share {hold.hold_ref}",
+        }
+    ]
     assert make().payout(MERCHANT, 1800, "CNY", hold.hold_ref, "payout:M1:2024-09") == out  # after a restart
     assert fake.effect_count("settle") == 1
     with pytest.raises(IdempotencyConflict):
@@ -497,8 +531,9 @@ FAULTS = [
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_provider_errors_are_unavailable_and_a_retry_is_safe(make: Factory, fake: AlipayFake,
-                                                             fault: dict[str, Any]) -> None:  # fmt: skip
+def test_provider_errors_are_unavailable_and_a_retry_is_safe(
+    make: Factory, fake: AlipayFake, fault: dict[str, Any]
+) -> None:
     p = make()
     hold = held(p, fake)
     fake.fail_next("alipay.trade.pay", **fault)
@@ -540,8 +575,9 @@ def test_requests_are_signed_with_the_app_key(make: Factory, fake: AlipayFake, k
         p.app_result(tampered.hold_ref, answer["result"])
 
 
-def test_notifications_are_verified(make: Factory, fake: AlipayFake, receiver: NotificationReceiver,
-                                    keys: dict[str, str]) -> None:  # fmt: skip
+def test_notifications_are_verified(
+    make: Factory, fake: AlipayFake, receiver: NotificationReceiver, keys: dict[str, str]
+) -> None:
     p = make()
     held(p, fake)
     (note,) = wait_for(lambda: list(receiver.of_type("fund_auth_freeze")), what="freeze notification")
@@ -614,11 +650,18 @@ def test_timeout_is_unavailable(make: Factory, fake: AlipayFake) -> None:
 
 STEPS: dict[str, tuple[str, str, Callable[[AlipayFundAuthProvider, Hold], Any]]] = {
     "capture": ("alipay.trade.pay", "pay", lambda p, h: p.capture(h.hold_ref, 300, "rental:R1:capture:0")),
-    "void": ("alipay.fund.auth.order.unfreeze", "unfreeze", lambda p, h: p.void(h.hold_ref, "rental:R1:void:0")),
+    "void": (
+        "alipay.fund.auth.order.unfreeze",
+        "unfreeze",
+        lambda p, h: p.void(h.hold_ref, "rental:R1:void:0"),
+    ),
     "refund": ("alipay.trade.refund", "refund", lambda p, h: p.refund(h.hold_ref, 100, "rental:R1:refund:0")),
-    "payout": ("alipay.trade.order.settle", "settle",
-               lambda p, h: p.payout(MERCHANT, 100, "CNY", h.hold_ref, "payout:M1:0")),
-}  # fmt: skip
+    "payout": (
+        "alipay.trade.order.settle",
+        "settle",
+        lambda p, h: p.payout(MERCHANT, 100, "CNY", h.hold_ref, "payout:M1:0"),
+    ),
+}
 
 
 @pytest.mark.parametrize("step", list(STEPS))
@@ -663,19 +706,28 @@ def test_config_refuses_missing_credentials(make: Factory, keys: dict[str, str],
         AlipayFundAuthProvider.from_config({"app_id": APP_ID})
 
 
-def test_config_from_files_and_bare_base64_keys(make: Factory, fake: AlipayFake, keys: dict[str, str],
-                                                tmp_path: Path, receiver: NotificationReceiver) -> None:  # fmt: skip
+def test_config_from_files_and_bare_base64_keys(
+    make: Factory, fake: AlipayFake, keys: dict[str, str], tmp_path: Path, receiver: NotificationReceiver
+) -> None:
     """Alipay's console hands keys out as one line of base64: accepted as well as PEM files."""
     bare = "".join(ln for ln in keys["app_private"].splitlines() if not ln.startswith("-----"))
     (tmp_path / "app.key").write_text(bare + "\n")
     (tmp_path / "alipay.pub").write_text(keys["alipay_public"])
     p = AlipayFundAuthProvider.from_config(
-        {"app_id": APP_ID, "payee_user_id": SELLER, "notify_url": receiver.url, "service_id": SERVICE_ID,
-         "category": CATEGORY, "app_private_key_file": str(tmp_path / "app.key"),
-         "alipay_public_key_file": str(tmp_path / "alipay.pub"), "gateway": fake.gateway_url,
-         "deposit_product_mode": "POSTPAY_UNCERTAIN", "rent_description": "1.50元/30分钟，99元封顶"},
+        {
+            "app_id": APP_ID,
+            "payee_user_id": SELLER,
+            "notify_url": receiver.url,
+            "service_id": SERVICE_ID,
+            "category": CATEGORY,
+            "app_private_key_file": str(tmp_path / "app.key"),
+            "alipay_public_key_file": str(tmp_path / "alipay.pub"),
+            "gateway": fake.gateway_url,
+            "deposit_product_mode": "POSTPAY_UNCERTAIN",
+            "rent_description": "1.50元/30分钟，99元封顶",
+        },
         environ={},
-    )  # fmt: skip
+    )
     assert p.name == "alipay"
     hold = held(p, fake)
     biz = fake.last_biz("alipay.fund.auth.order.app.freeze")
