@@ -590,8 +590,15 @@ class WeChatPayScoreProvider:
 
     def statement(self, day: date) -> list[StatementLine]:
         """Trade bill lines whose time falls in ``day`` (UTC): WeChat cuts bills at midnight in
-        Beijing, so the bills of ``day`` and the day after are read and filtered."""
+        Beijing, so the bills of ``day`` and the day after are read and filtered (complete from
+        10:00 Beijing time two days after ``day``; before that ProviderUnavailable)."""
         start = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+        ready = datetime(day.year, day.month, day.day, 10, tzinfo=BEIJING) + timedelta(days=2)
+        if self.clock() < ready.timestamp():
+            raise ProviderUnavailable(
+                f"the statement of {day} (UTC) needs the Beijing bills of {day} and the day after; WeChat "
+                f"makes a bill from 09:00 the next day: ask again after {ready.isoformat()}"
+            )
         lines: list[StatementLine] = []
         for bill_day in (day, day + timedelta(days=1)):
             lines += [line for line in self._trade_bill(bill_day) if start <= line.at < start + 86400]

@@ -495,6 +495,8 @@ def prepare(step: str, wx: WeChatPayScoreProvider, fake: WeChatPayFake) -> str |
         return None
     if step in ("capture", "void"):
         return confirmed(wx, fake, "RS")
+    if step == "statement":
+        fake.set_time(time.time() - 3 * DAY)  # a day whose bills exist
     ref = paid(wx, fake, "RS")
     if step == "payout":
         wx.add_receiver(PARTNER, PARTNER_NAME)
@@ -758,7 +760,7 @@ def at_utc(day: date, hour: int, minute: int = 0) -> float:
 def test_the_statement_of_a_day_matches_what_happened(
     wx: WeChatPayScoreProvider, fake: WeChatPayFake
 ) -> None:
-    day = (datetime.now(UTC) - timedelta(days=2)).date()
+    day = (datetime.now(UTC) - timedelta(days=3)).date()
     fake.set_time(at_utc(day, 3))  # 11:00 in Beijing
     first = paid(wx, fake, "R26", fee=450)
     refund = wx.refund(first, 100, rental_key("R26", "refund", f"0:{first}"))
@@ -798,6 +800,11 @@ def test_statement_without_trades_not_ready_or_damaged(
             wx.statement(day)
     fake.bill_fault = None
     assert [line.kind for line in wx.statement(day)] == ["capture", "fee"]
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
+    requests_before = len(fake.requests)
+    with pytest.raises(ProviderUnavailable, match="ask again after"):
+        wx.statement(yesterday)  # the next Beijing day's bill is not made yet
+    assert len(fake.requests) == requests_before
 
 
 def test_the_bill_parser_reads_the_documented_format() -> None:
@@ -915,6 +922,9 @@ def test_platform_certificate_mode_with_a_key_rotation(
             platform_cert_dir=str(cert_dir),
             gateway=fake.base_url,
         )
+        fake.fail_next("certificates", status=500)
+        with pytest.raises(ProviderUnavailable, match="certificate"):
+            WeChatPayScoreProvider(config, environ={"K": keys.apiv3})  # no certificate, no start
         wx = WeChatPayScoreProvider(config, environ={"K": keys.apiv3})
         assert [p.name for p in cert_dir.iterdir()] == [f"{cert.serial_number:X}.pem"]
         hold = wx.authorize("o-renter", 9900, "CNY", hold_key("R34"))
