@@ -23,6 +23,7 @@ from cabinet.ledger import Ledger, LedgerUnwritable
 from cabinet.trust import Trust
 from sync.commands import Command, CommandKind
 from sync.errors import Duplicate, ProtocolError, SecurityRejection
+from sync.events import EventType
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,9 @@ class CommandHandler:
                 cmd = self.trust.verifier(led).verify_command(payload)
                 if led.command_seen(cmd.cmd_id) is not None:
                     return None
-                led.record("command_received", cmd_id=cmd.cmd_id, kind=cmd.kind.value, args=dict(cmd.args))
+                led.record(
+                    EventType.COMMAND_RECEIVED, cmd_id=cmd.cmd_id, kind=cmd.kind.value, args=dict(cmd.args)
+                )
                 return cmd
 
         try:
@@ -185,11 +188,15 @@ class CommandHandler:
         except Duplicate:
             return None  # at-least-once redelivery of something already accepted
         except SecurityRejection as e:
-            await self.ledger.record("security_event", kind=type(e).__name__.lower(), detail=e.reason[:2000])
+            await self.ledger.record(
+                EventType.SECURITY_EVENT, kind=type(e).__name__.lower(), detail=e.reason[:2000]
+            )
             log.warning("command refused: %s", e.reason)
             return None
         except ProtocolError as e:
-            await self.ledger.record("security_event", kind="malformed_command", detail=e.reason[:2000])
+            await self.ledger.record(
+                EventType.SECURITY_EVENT, kind="malformed_command", detail=e.reason[:2000]
+            )
             log.warning("malformed command: %s", e.reason)
             return None
         if cmd is None:
@@ -202,7 +209,7 @@ class CommandHandler:
             log.exception("command %s (%s) failed", cmd.cmd_id, cmd.kind.value)
             ok, detail = False, f"error: {e}"
         try:
-            await self.ledger.record("command_result", cmd_id=cmd.cmd_id, ok=ok, detail=detail[:2000])
+            await self.ledger.record(EventType.COMMAND_RESULT, cmd_id=cmd.cmd_id, ok=ok, detail=detail[:2000])
         except LedgerUnwritable as e:  # only when the card filled up completely meanwhile
             log.error("command %s result not recorded (%s): %s", cmd.cmd_id, detail, e)
         log.info("command %s (%s): %s: %s", cmd.cmd_id, cmd.kind.value, "ok" if ok else "failed", detail)

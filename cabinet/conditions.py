@@ -30,6 +30,7 @@ from typing import Any
 from cabinet.config import Config
 from cabinet.controller import INVENTORY_SCANS, Controller
 from cabinet.ledger.events import decode_body
+from sync.events import EventType
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +132,16 @@ class ConditionWatch:
         for h in self.bus.health():
             on_bus.add(h.unit_id)
             if h.isolated and h.unit_id not in self.boards_down:
-                await self._record("board_down", board=h.unit_id, first_slot=h.slots[0], last_slot=h.slots[-1],
+                await self._record(EventType.BOARD_DOWN, board=h.unit_id, first_slot=h.slots[0], last_slot=h.slots[-1],
                                    detail=(h.last_error or "no reply")[:2000])  # fmt: skip
                 self.boards_down.add(h.unit_id)
             elif h.online and h.unit_id in self.boards_down:
-                await self._record("board_up", board=h.unit_id, detail="answers again")
+                await self._record(EventType.BOARD_UP, board=h.unit_id, detail="answers again")
                 self.boards_down.discard(h.unit_id)
         for unit in sorted(self.boards_down - on_bus):
-            await self._record("board_up", board=unit, detail="no longer on the bus (configuration changed)")
+            await self._record(
+                EventType.BOARD_UP, board=unit, detail="no longer on the bus (configuration changed)"
+            )
             self.boards_down.discard(unit)
 
     async def stock_counts(self) -> tuple[int, int] | None:
@@ -171,7 +174,9 @@ class ConditionWatch:
         if self._pending is None or self._pending[0] != state:
             self._pending = (state, now)
         if now - self._pending[1] >= self.hold_s:
-            await self._record("stock_changed", empty=state[0], full=state[1], rentable=rentable, free=free)
+            await self._record(
+                EventType.STOCK_CHANGED, empty=state[0], full=state[1], rentable=rentable, free=free
+            )
             self.stock, self._pending = state, None
 
     async def check_certs(self) -> None:
@@ -184,9 +189,9 @@ class ConditionWatch:
             days_left = (not_after - time.time()) / 86400
             if days_left <= self.cert_warn_days and name not in self.expiring:
                 await self._record(
-                    "cert_expiring", cert=name, not_after=not_after, days_left=round(days_left, 3)
+                    EventType.CERT_EXPIRING, cert=name, not_after=not_after, days_left=round(days_left, 3)
                 )
                 self.expiring.add(name)
             elif days_left > self.cert_warn_days and name in self.expiring:
-                await self._record("cert_renewed", cert=name, not_after=not_after)
+                await self._record(EventType.CERT_RENEWED, cert=name, not_after=not_after)
                 self.expiring.discard(name)

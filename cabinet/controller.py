@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from cabinet.ledger import BatteryState, LedgerRuleError, LedgerUnwritable, RentalState, SlotState
 from cabinet.observations import Observation
+from sync.events import EventType
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +189,13 @@ class Controller:
             self._pending_return.pop(ob.slot, None)
             return
         if held and not ob.present:
-            await self.ledger.record("battery_removed_unexpected", slot=ob.slot, sn=held)
+            await self.ledger.record(EventType.BATTERY_REMOVED_UNEXPECTED, slot=ob.slot, sn=held)
             log.warning("slot %d: battery %s left without an eject", ob.slot, held)
-            await self._emit("battery_removed_unexpected", slot=ob.slot, sn=held)
+            await self._emit(EventType.BATTERY_REMOVED_UNEXPECTED, slot=ob.slot, sn=held)
             return
         if held and ob.has_battery and held != ob.sn:
             # a different pack than the ledger expected: the old one left unseen, a new one came
-            await self.ledger.record("battery_removed_unexpected", slot=ob.slot, sn=held)
+            await self.ledger.record(EventType.BATTERY_REMOVED_UNEXPECTED, slot=ob.slot, sn=held)
             held = None
         if not held and ob.has_battery and self.locks.is_seated(ob.slot):
             if self._pending_return.get(ob.slot) != ob.sn:
@@ -219,14 +220,14 @@ class Controller:
             return True
         if battery.slot in self._ejecting:
             return False
-        await self.ledger.record("battery_removed_unexpected", slot=battery.slot, sn=ob.sn)
+        await self.ledger.record(EventType.BATTERY_REMOVED_UNEXPECTED, slot=battery.slot, sn=ob.sn)
         log.warning(
             "slot %d: battery %s is here, not in slot %d: it left that slot unseen",
             ob.slot,
             ob.sn,
             battery.slot,
         )
-        await self._emit("battery_removed_unexpected", slot=battery.slot, sn=ob.sn)
+        await self._emit(EventType.BATTERY_REMOVED_UNEXPECTED, slot=battery.slot, sn=ob.sn)
         return True
 
     async def _take_back(self, ob: Observation) -> None:
@@ -242,23 +243,32 @@ class Controller:
         battery = await self.ledger.battery(ob.sn)
         if battery is None and self.scans <= INVENTORY_SCANS:
             # found in the cabinet at start-up: stock, not a return
-            await self.ledger.record("battery_seen", slot=ob.slot, sn=ob.sn, soc=ob.soc, cycles=ob.cycles)
-            await self._emit("battery_seen", slot=ob.slot, sn=ob.sn)
+            await self.ledger.record(
+                EventType.BATTERY_SEEN, slot=ob.slot, sn=ob.sn, soc=ob.soc, cycles=ob.cycles
+            )
+            await self._emit(EventType.BATTERY_SEEN, slot=ob.slot, sn=ob.sn)
         else:
             rental_id = battery.rental_id if battery is not None and battery.place == "rental" else None
             await self.ledger.record(
-                "battery_returned", slot=ob.slot, sn=ob.sn, rental_id=rental_id, soc=ob.soc, temp_c=ob.temp_c
+                EventType.BATTERY_RETURNED,
+                slot=ob.slot,
+                sn=ob.sn,
+                rental_id=rental_id,
+                soc=ob.soc,
+                temp_c=ob.temp_c,
             )
             log.info("slot %d: battery %s returned (rental %s)", ob.slot, ob.sn, rental_id)
-            await self._emit("battery_returned", slot=ob.slot, sn=ob.sn, rental_id=rental_id)
+            await self._emit(EventType.BATTERY_RETURNED, slot=ob.slot, sn=ob.sn, rental_id=rental_id)
         problem = self._returned_unwell(ob)
         if problem:
             held = await self.ledger.battery(ob.sn)
             if held is None or not held.quarantined:  # a quarantine outlives the battery going missing
-                await self.ledger.record("battery_quarantined", sn=ob.sn, reason=problem)
+                await self.ledger.record(EventType.BATTERY_QUARANTINED, sn=ob.sn, reason=problem)
             slot = await self.ledger.slot(ob.slot)
             if slot is None or not slot.quarantined:
-                await self.ledger.record("slot_quarantined", slot=ob.slot, reason=problem, by="cabinet")
+                await self.ledger.record(
+                    EventType.SLOT_QUARANTINED, slot=ob.slot, reason=problem, by="cabinet"
+                )
             log.error("ALERT slot %d: battery %s %s: kept, not charged, not rented", ob.slot, ob.sn, problem)
             await self._emit("alert", slot=ob.slot, sn=ob.sn, problem=problem)
 
@@ -273,7 +283,7 @@ class Controller:
         """A pack that is not ours (or is denied): record it and open the slot so it can be taken back."""
         eject = self._ejecting[ob.slot]
         await self.ledger.record(
-            "security_event",
+            EventType.SECURITY_EVENT,
             kind="foreign_battery",
             detail=f"slot {ob.slot}: battery {ob.sn!r} is not of this fleet or is denied",
         )
@@ -289,7 +299,7 @@ class Controller:
         state = await self.ledger.slot(ob.slot)
         if state is None or not state.quarantined:
             await self.ledger.record(
-                "slot_quarantined",
+                EventType.SLOT_QUARANTINED,
                 slot=ob.slot,
                 by="cabinet",
                 reason=f"foreign battery {ob.sn!r} left in the slot",
@@ -321,7 +331,7 @@ class Controller:
                 return RentOutcome(req.rental_id, "refused", self.refusing)
             try:
                 await self.ledger.record(
-                    "rental_requested",
+                    EventType.RENTAL_REQUESTED,
                     rental_id=req.rental_id,
                     source=req.source,
                     user=req.user,
@@ -348,9 +358,9 @@ class Controller:
         """Record that ``req`` ended without a battery leaving, and tell the listeners."""
         where = {} if slot is None else {"slot": slot}
         await self.ledger.record(
-            "rental_aborted", rental_id=req.rental_id, reason=reason, source=req.source, **where
+            EventType.RENTAL_ABORTED, rental_id=req.rental_id, reason=reason, source=req.source, **where
         )
-        await self._emit("rental_aborted", rental_id=req.rental_id, reason=reason, **where)
+        await self._emit(EventType.RENTAL_ABORTED, rental_id=req.rental_id, reason=reason, **where)
 
     async def _taken(self, eject: _Eject) -> bool:
         """Wait up to the eject timeout for the presented battery to leave (bus and seat switch agree).
@@ -398,12 +408,12 @@ class Controller:
             result = await self.locks.open(slot, timeout=self.settings.jam_timeout_s)
             if not result.opened:
                 await self.ledger.record(
-                    "slot_fault",
+                    EventType.SLOT_FAULT,
                     slot=slot,
                     kind="lock_jam",
                     detail=f"seat switch unchanged {self.settings.jam_timeout_s:g} s after the pulse",
                 )
-                await self._emit("slot_fault", slot=slot, kind="lock_jam")
+                await self._emit(EventType.SLOT_FAULT, slot=slot, kind="lock_jam")
                 return None
             await self._emit(
                 "eject", rental_id=req.rental_id, slot=slot, sn=sn, timeout_s=self.settings.eject_timeout_s
@@ -426,7 +436,7 @@ class Controller:
         def start(lg: Any) -> None:
             with lg.atomic():
                 lg.record(
-                    "rental_started",
+                    EventType.RENTAL_STARTED,
                     rental_id=req.rental_id,
                     sn=sn,
                     slot=slot,
@@ -436,11 +446,11 @@ class Controller:
                     cmd_id=req.cmd_id,
                 )
                 if req.pass_id:
-                    lg.record("pass_used", pass_id=req.pass_id, rental_id=req.rental_id)
+                    lg.record(EventType.PASS_USED, pass_id=req.pass_id, rental_id=req.rental_id)
 
         await self.ledger.run(start)
         log.info("rental %s started: battery %s from slot %d", req.rental_id, sn, slot)
-        await self._emit("rental_started", rental_id=req.rental_id, slot=slot, sn=sn)
+        await self._emit(EventType.RENTAL_STARTED, rental_id=req.rental_id, slot=slot, sn=sn)
 
     # ---- technician and operator actions ------------------------------------------------
 
@@ -450,7 +460,7 @@ class Controller:
             ob = self.observed.get(slot)
             sn = ob.sn if ob is not None and ob.has_battery else ""
             await self.ledger.record(
-                "tech_action", technician=by, action="unlock", detail=f"slot {slot}: {reason}"
+                EventType.TECH_ACTION, technician=by, action="unlock", detail=f"slot {slot}: {reason}"
             )
             eject = _Eject(slot, sn)
             self._ejecting[slot] = eject
@@ -460,29 +470,29 @@ class Controller:
                     return "opened (the slot was empty)"  # nothing seated: no movement to see, not a jam
                 if not result.opened:
                     await self.ledger.record(
-                        "slot_fault", slot=slot, kind="lock_jam", detail=f"unlock by {by}"
+                        EventType.SLOT_FAULT, slot=slot, kind="lock_jam", detail=f"unlock by {by}"
                     )
                     return "jammed"
                 if not await self._taken(eject):
                     return "opened, battery left in place"
                 await self.ledger.record(
-                    "battery_gone", sn=sn, reason=f"taken out by technician {by}: {reason}"
+                    EventType.BATTERY_GONE, sn=sn, reason=f"taken out by technician {by}: {reason}"
                 )
                 return f"opened, battery {sn} taken out"
             finally:
                 self._ejecting.pop(slot, None)
 
     async def quarantine_slot(self, slot: int, reason: str, by: str) -> None:
-        await self.ledger.record("slot_quarantined", slot=slot, reason=reason, by=by)
-        await self._emit("slot_quarantined", slot=slot, reason=reason)
+        await self.ledger.record(EventType.SLOT_QUARANTINED, slot=slot, reason=reason, by=by)
+        await self._emit(EventType.SLOT_QUARANTINED, slot=slot, reason=reason)
 
     async def release_slot(self, slot: int, reason: str, by: str) -> None:
         state = await self.ledger.slot(slot)
         if state is not None and state.fault_kind:
-            await self.ledger.record("slot_fault_cleared", slot=slot, by=by, detail=reason)
+            await self.ledger.record(EventType.SLOT_FAULT_CLEARED, slot=slot, by=by, detail=reason)
         if state is not None and state.quarantined:
-            await self.ledger.record("slot_released", slot=slot, reason=reason, by=by)
-        await self._emit("slot_released", slot=slot, reason=reason)
+            await self.ledger.record(EventType.SLOT_RELEASED, slot=slot, reason=reason, by=by)
+        await self._emit(EventType.SLOT_RELEASED, slot=slot, reason=reason)
 
     async def stop(self) -> None:
         """Cancel background work (a foreign pack offered back, a recovery wait) and wait for it;
@@ -566,7 +576,7 @@ class Controller:
                     unknown,
                 )
                 await self.ledger.record(
-                    "rental_aborted",
+                    EventType.RENTAL_ABORTED,
                     rental_id=rental.rental_id,
                     reason="interrupted",
                     source=rental.source or "cloud",

@@ -17,6 +17,7 @@ from typing import Any
 from cabinet.controller import Controller, RentOutcome, RentRequest
 from cabinet.ledger import LedgerUnwritable
 from sync.errors import Expired, Forged, ProtocolError, Revoked, SecurityRejection, UnknownKey
+from sync.events import EventType
 from sync.signing import Verifier
 
 log = logging.getLogger(__name__)
@@ -84,14 +85,14 @@ class PassDesk:
         except ProtocolError as e:
             reason = _reason_of(e)
             kind = reason if isinstance(e, SecurityRejection) else "pass_malformed"
-            await ledger.record("security_event", kind=kind, detail=e.reason[:2000])
+            await ledger.record(EventType.SECURITY_EVENT, kind=kind, detail=e.reason[:2000])
             log.warning("pass refused: %s", e.reason)
             return RentOutcome("", "refused", reason)
         async with self._lock:
             open_now = await ledger.run(lambda led: led.open_rentals_for_pass(p.pass_id))
             if len(open_now) >= min(p.max_rentals, self.max_per_pass):
                 await ledger.record(
-                    "security_event",
+                    EventType.SECURITY_EVENT,
                     kind="pass_reused",
                     detail=f"pass {p.pass_id} already holds {len(open_now)} rental(s) here",
                 )

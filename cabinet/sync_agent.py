@@ -24,6 +24,7 @@ from cabinet.ledger import Ledger
 from cabinet.trust import Trust
 from sync.config import Config as SignedConfig
 from sync.errors import Duplicate, ProtocolError, SecurityRejection
+from sync.events import EventType
 from sync.messages import Ack, EventBatch, SlotSample, State, Telemetry, WireEvent
 from sync.model_transfer import ModelChunk
 from sync.topics import Channel, parse_topic, topic
@@ -280,7 +281,7 @@ class SyncAgent:
         def accept(led: Ledger) -> SignedConfig:
             with led.atomic():  # the key set is kept before the counter commits (cabinet/trust.py)
                 config, keys = self.trust.accept(led, payload)
-                led.record("config_applied", version=config.counter)
+                led.record(EventType.CONFIG_APPLIED, version=config.counter)
             self.trust.adopt(config, keys)  # on the ledger thread: the next command sees the new keys
             return config
 
@@ -290,7 +291,7 @@ class SyncAgent:
             return None  # the retained copy again, after a reconnect
         except SecurityRejection as e:
             await self.ledger.record(
-                "security_event", kind=f"config_{type(e).__name__.lower()}", detail=e.reason[:2000]
+                EventType.SECURITY_EVENT, kind=f"config_{type(e).__name__.lower()}", detail=e.reason[:2000]
             )
             log.warning("sync: config refused: %s", e.reason)
             return None

@@ -24,6 +24,7 @@ from cabinet.controller import Controller, RentOutcome, RentSettings
 from cabinet.ledger import AsyncLedger, BatteryState, Ledger, RentalState, SlotState
 from cabinet.observations import Observation
 from cabinet.telemetry import Sample, TelemetryStore
+from sync.events import EventType
 
 if TYPE_CHECKING:
     from cabinet.passes import PassDesk
@@ -479,16 +480,16 @@ class CabinetAdapter:
         await self._controller().release_slot(slot, reason, by)
 
     async def battery_removed_for_repair(self, sn: str, reason: str) -> None:
-        await self._ledger().record("battery_gone", sn=sn, reason=f"repair: {reason}"[:500])
+        await self._ledger().record(EventType.BATTERY_GONE, sn=sn, reason=f"repair: {reason}"[:500])
 
     async def audit(self, technician: str, action: str, detail: str) -> None:
         lg = self._cab.ledger
         if lg is not None:
             await lg.record(
-                "tech_action", technician=technician, action=action, detail=detail[:MAX_AUDIT_DETAIL]
+                EventType.TECH_ACTION, technician=technician, action=action, detail=detail[:MAX_AUDIT_DETAIL]
             )
 
     async def security_event(self, kind: str, detail: str) -> None:
         lg = self._cab.ledger
         if lg is not None:
-            await lg.record("security_event", kind=kind, detail=detail)
+            await lg.record(EventType.SECURITY_EVENT, kind=kind, detail=detail)
