@@ -511,7 +511,7 @@ class AlipayFundAuthProvider:
                     if params.get("out_request_no") == _unfreeze_no(hold_ref)
                     else "hold.expired"
                 )
-                data["ref"] = f"void_{hold_ref}"
+                data["ref"] = hold_ref  # a void is recorded under the hold's ref
             return ProviderEvent(notify_id, kind, hold_ref, _fen(params.get("amount")), "CNY", kind_of, data)
         if kind_of == "trade_status_sync":
             out_trade_no = params.get("out_trade_no", "")
@@ -538,6 +538,7 @@ class AlipayFundAuthProvider:
                     data,
                 )
             if params.get("trade_status") == "TRADE_CLOSED":
+                data["reason"] = "the payment was closed unpaid"
                 return ProviderEvent(
                     notify_id,
                     "payment.failed",
@@ -550,21 +551,23 @@ class AlipayFundAuthProvider:
         raise WebhookRejected(f"unsupported Alipay notification {kind_of!r} {params.get('trade_status', '')}")
 
     def statement(self, day: date) -> list[StatementLine]:
-        """Lines of the trade bill (业务明细) that happened on ``day`` (UTC): the bills of the two
-        Beijing dates that overlap it, filtered. A bill Alipay has not made yet is skipped."""
+        """Lines that happened on ``day`` (UTC), from the bills of the two Beijing dates that
+        overlap it: captures, refunds and fees from the trade bill (业务明细), payouts (分账) from
+        the account bill (signcustomer, 账务明细). A bill Alipay has not made yet is skipped."""
         start = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
         lines: list[StatementLine] = []
         for bill_day in (day, day + timedelta(days=1)):
-            try:
-                r = self._call(
-                    "alipay.data.dataservice.bill.downloadurl.query",
-                    {"bill_type": "trade", "bill_date": bill_day.isoformat()},
-                )
-            except _Refused as e:
-                if "bill_not_exist" in e.sub_code.lower() or "bill_date" in e.sub_code.lower():
-                    continue
-                raise _as_error(e) from e
-            lines += parse_trade_bill(self._download(str(r["bill_download_url"])))
+            for bill_type, parse in (("trade", parse_trade_bill), ("signcustomer", parse_account_bill)):
+                try:
+                    r = self._call(
+                        "alipay.data.dataservice.bill.downloadurl.query",
+                        {"bill_type": bill_type, "bill_date": bill_day.isoformat()},
+                    )
+                except _Refused as e:
+                    if "bill_not_exist" in e.sub_code.lower() or "bill_date" in e.sub_code.lower():
+                        continue
+                    raise _as_error(e) from e
+                lines += parse(self._download(str(r["bill_download_url"])))
         return sorted(
             (ln for ln in lines if start <= ln.at < start + 86400), key=lambda ln: (ln.at, ln.provider_ref)
         )
@@ -701,15 +704,36 @@ class AlipayFundAuthProvider:
 
 def parse_trade_bill(data: bytes) -> list[StatementLine]:
     """StatementLines from the trade bill zip: the GBK 业务明细 CSV (the 汇总 file is skipped)."""
+    out: list[StatementLine] = []
+    for cell in _bill_rows(data, "支付宝交易号"):
+        out += _bill_lines(cell)
+    return out
+
+
+def parse_account_bill(data: bytes) -> list[StatementLine]:
+    """Payout lines from the account bill zip (signcustomer): its 分账 rows, ``provider_ref`` the
+    业务流水号 (the settle_no, ``Payout.payout_ref``). Payments, refunds and fees are read from the
+    trade bill, not from here."""
+    out: list[StatementLine] = []
+    for cell in _bill_rows(data, "账务流水号"):
+        if "分账" not in cell.get("业务类型", ""):
+            continue
+        paid = abs(_fen(cell.get("支出金额（-元）"))) - abs(_fen(cell.get("收入金额（+元）")))
+        at = _cst_time(cell.get("发生时间"))
+        out.append(StatementLine(cell.get("业务流水号", ""), "payout", -paid, "CNY", at or 0.0))
+    return out
+
+
+def _bill_rows(data: bytes, first_column: str) -> list[dict[str, str]]:
+    """The rows of the detail CSV in a bill zip (GBK; ``#`` comments; values padded with tabs)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as e:
         raise ProviderUnavailable(f"the bill is not a zip file: {e}") from e
-    out: list[StatementLine] = []
+    rows: list[dict[str, str]] = []
     for member in archive.namelist():
-        text = archive.read(member).decode("gbk", errors="replace")
-        lines = text.splitlines()
-        start = next((i for i, ln in enumerate(lines) if ln.startswith("支付宝交易号")), None)
+        lines = archive.read(member).decode("gbk", errors="replace").splitlines()
+        start = next((i for i, ln in enumerate(lines) if ln.startswith(first_column)), None)
         if start is None:
             continue  # the summary file, or something else
         header = [h.strip() for h in next(csv.reader([lines[start]]))]
@@ -720,9 +744,8 @@ def parse_trade_bill(data: bytes) -> list[StatementLine]:
             if ln.strip():
                 body.append(ln)
         for row in csv.reader(body):
-            cell = {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)}
-            out += _bill_lines(cell)
-    return out
+            rows.append({h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)})
+    return rows
 
 
 def _bill_lines(cell: Mapping[str, str]) -> list[StatementLine]:

@@ -22,7 +22,9 @@ the Bishoptylaor/paypay SDK):
 - alipay.trade.refund: https://opendocs.alipay.com/open/02e7go
 - alipay.trade.order.settle: https://opendocs.alipay.com/open/02j2bt ; .settle.query: /open/02pj6l
 - alipay.data.dataservice.bill.downloadurl.query: https://opendocs.alipay.com/open/02e7gr (a URL,
-  valid 30 s, to a zip of GBK CSV files: the 业务明细 detail file and its 汇总 summary)
+  valid 30 s, to a zip of GBK CSV files: for bill_type ``trade`` the 业务明细 detail file and its
+  汇总 summary; for ``signcustomer`` the 账务明细 account bill, whose 分账 rows are written with
+  业务流水号 = the settle_no, an assumption the pages do not settle)
 - asynchronous notifications: a form POST to notify_url, signed over every parameter but
   ``sign`` and ``sign_type``, delivered again until the answer's body is exactly ``success``
   (https://opendocs.alipay.com/open/270/105898); the fund-auth types ``fund_auth_freeze``,
@@ -70,7 +72,8 @@ Failure modes, switched by the test:
 
 What it does not model: credit scoring beyond ``decline_users``; a renter paying a cash deposit
 when credit is refused; the alipay.fund.auth.order.app.freeze response to the app beyond its
-signed JSON; disputes (Alipay documents none for this flow); the signcustomer (账务) bill.
+signed JSON; disputes (Alipay documents none for this flow); account-bill rows other than those
+this flow makes (payments in, fees, refunds, settles).
 """
 
 from __future__ import annotations
@@ -311,7 +314,7 @@ class AlipayFake:
         self._offset = 0.0
         self._lock = threading.RLock()
         self._seq = itertools.count(1)
-        self._bill_tokens: dict[str, tuple[str, float]] = {}
+        self._bill_tokens: dict[str, tuple[str, str, float]] = {}  # token -> (bill type, date, valid until)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -1050,7 +1053,7 @@ class AlipayFake:
         if day >= datetime.fromtimestamp(self.now(), CST).date():  # bills of a day exist the day after
             raise BizError("isp.bill_not_exist", "账单不存在")
         token = secrets.token_hex(8)
-        self._bill_tokens[token] = (day.isoformat(), self.now() + 30)
+        self._bill_tokens[token] = (biz["bill_type"], day.isoformat(), self.now() + 30)
         query = urllib.parse.urlencode(
             {
                 "bizType": biz["bill_type"],
@@ -1068,10 +1071,11 @@ class AlipayFake:
     def _download(self, h: BaseHTTPRequestHandler, q: dict[str, str]) -> None:
         with self._lock:
             got = self._bill_tokens.get(q.get("token", ""))
-            if got is None or got[1] < self.now():
+            if got is None or got[2] < self.now():
                 self._reply(h, 403, "链接已失效".encode(), "text/plain;charset=utf-8")
                 return
-            body = self.bill_zip(datetime.strptime(got[0], "%Y-%m-%d").date())
+            day = datetime.strptime(got[1], "%Y-%m-%d").date()
+            body = self.bill_zip(day) if got[0] == "trade" else self.account_bill_zip(day)
         self._reply(h, 200, body, "application/zip")
 
     def bill_zip(self, day: Any) -> bytes:
@@ -1118,6 +1122,63 @@ class AlipayFake:
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr(f"{stem}_业务明细.csv", buf.getvalue().encode("gbk"))
             z.writestr(f"{stem}_业务明细(汇总).csv", summary.encode("gbk"))
+        return out.getvalue()
+
+    def account_bill_zip(self, day: Any) -> bytes:
+        """The account bill (signcustomer, 账务明细) of the Beijing date ``day``: every movement of
+        the merchant's balance (payments in, refunds and fees out, settles to merchants out)."""
+        moves: list[tuple[float, str, str, str, str, int]] = []  # (at, biz no, out no, other, kind, fen)
+        for t in self.trades.values():
+            if t.paid_at is not None:
+                moves.append((t.paid_at, t.trade_no, t.out_trade_no, t.buyer_id, "在线支付", t.amount))
+                moves.append((t.paid_at, t.trade_no, t.out_trade_no, "", "收费", -t.fee))
+            for no, (amount, at) in t.refunds.items():
+                moves.append((at, t.trade_no, no, t.buyer_id, "交易退款", -amount))
+        for st in self.settles.values():  # 业务流水号: the settle_no; 商户订单号: its out_request_no
+            moves.append((st.at, st.settle_no, st.out_request_no, st.trans_in, "分账", -st.amount))
+        moves = sorted(m for m in moves if datetime.fromtimestamp(m[0], CST).date() == day and m[5])
+        buf = io.StringIO()
+        buf.write("#支付宝账务明细查询\n")
+        buf.write(f"#账号：[{self.seller_id}0156]\n")
+        buf.write(
+            f"#起始日期：[{day:%Y年%m月%d日} 00:00:00]   终止日期：[{day + timedelta(days=1):%Y年%m月%d日} 00:00:00]\n"
+        )
+        buf.write(
+            "#-----------------------------------------账务明细列表----------------------------------------\n"
+        )
+        buf.write(
+            "账务流水号,业务流水号,商户订单号,商品名称,发生时间,对方账号,收入金额（+元）,支出金额（-元）,账户余额（元）,交易渠道,业务类型,备注\n"
+        )
+        w = csv.writer(buf, lineterminator="\n")
+        balance = 0
+        for i, (at, biz_no, out_no, other, kind, fen) in enumerate(moves):
+            balance += fen
+            w.writerow(
+                [
+                    f"{self._number(20)}{i}\t",
+                    f"{biz_no}\t",
+                    f"{out_no}\t",
+                    "充电宝租金\t",
+                    _cst(at),
+                    f"{other}\t",
+                    yuan(max(fen, 0)),
+                    yuan(min(fen, 0)),
+                    yuan(balance),
+                    "支付宝",
+                    kind,
+                    "",
+                ]
+            )
+        buf.write(
+            "#-----------------------------------------账务明细列表结束------------------------------------\n"
+        )
+        buf.write(f"#导出时间：[{datetime.fromtimestamp(self.now(), CST):%Y年%m月%d日 %H:%M:%S}]\n")
+        summary = "#支付宝账务汇总查询\n类型,收入笔数,收入金额（+元）,支出笔数,支出金额（-元）,总金额（元）\n"
+        stem = f"{self.seller_id}0156_{day:%Y%m%d}"
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(f"{stem}_账务明细(汇总).csv", summary.encode("gbk"))  # the summary comes first
+            z.writestr(f"{stem}_账务明细.csv", buf.getvalue().encode("gbk"))
         return out.getvalue()
 
     def _bill_row(self, t: Trade, kind: str, amount: int, fee: int, refund_no: str, at: float) -> list[str]:

@@ -20,7 +20,12 @@ from typing import Any
 import pytest
 
 from cloud.config import ConfigError
-from cloud.payments.alipay_provider import AlipayDeclined, AlipayFundAuthProvider, parse_trade_bill
+from cloud.payments.alipay_provider import (
+    AlipayDeclined,
+    AlipayFundAuthProvider,
+    parse_account_bill,
+    parse_trade_bill,
+)
 from cloud.payments.provider import (
     Capture,
     Declined,
@@ -279,6 +284,7 @@ def test_void_unfreezes_the_whole_hold(
     assert p.hold_status(hold.hold_ref) == "voided"
     (voided,) = events(p, receiver, "fund_auth_unfreeze")
     assert voided.kind == "hold.voided" and voided.hold_ref == hold.hold_ref and voided.amount == HOLD
+    assert voided.data["ref"] == hold.hold_ref  # what the cloud records a void under
     assert (
         make().void(hold.hold_ref, rental_key("R1", "void", 0)).released == HOLD
     )  # replayed after a restart
@@ -351,6 +357,7 @@ def test_statement_lines_of_the_day_match_what_happened(make: Factory, fake: Ali
     ca = p.capture(a.hold_ref, 300, "rental:R1:capture:0")
     cb = p.capture(b.hold_ref, HOLD, "rental:R2:capture:0")
     ra = p.refund(a.hold_ref, 100, "rental:R1:refund:0")
+    out = p.payout(MERCHANT, 6000, "CNY", b.hold_ref, "payout:M1:0")
     day = datetime.fromtimestamp(fake.now(), UTC).date()
     assert p.statement(day) == []  # Alipay makes a day's bill the day after
     fake.advance(2 * 86400)
@@ -366,6 +373,7 @@ def test_statement_lines_of_the_day_match_what_happened(make: Factory, fake: Ali
         (f"{cb.capture_ref}:fee", "fee", -fee(HOLD), b.hold_ref),
         (ra.refund_ref, "refund", -100, a.hold_ref),
         (f"{ra.refund_ref}:fee", "fee", fee(100), a.hold_ref),
+        (out.payout_ref, "payout", -6000, None),  # from the account bill (signcustomer)
     }
     assert {(ln.provider_ref, ln.kind, ln.amount, ln.hold_ref) for ln in lines} == expected
     assert all(ln.currency == "CNY" and abs(ln.at - (fake.now() - 2 * 86400)) < 60 for ln in lines)
@@ -417,6 +425,36 @@ def test_the_bill_is_read_as_alipay_writes_it() -> None:
         ("fee", 1),
     ]
     assert lines[2].provider_ref == "PBRx"
+
+
+def test_the_account_bill_gives_the_payouts() -> None:
+    """The signcustomer bill: the summary first, then the detail; only 分账 rows are payouts."""
+    import io
+    import zipfile
+
+    header = "账务流水号,业务流水号,商户订单号,商品名称,发生时间,对方账号,收入金额（+元）,支出金额（-元）,账户余额（元）,交易渠道,业务类型,备注"
+    rows = [
+        "30001\t,2024091322001000000000000001\t,PBHxP\t,租金\t,2024-09-13 10:00:05,2088102146225135\t,12.30,0.00,12.30,支付宝,在线支付,",
+        "30002\t,2024091300000000000000000009\t,PBSx\t,租金\t,2024-09-13 12:00:00,2088000000000099\t,0.00,-6.00,6.30,支付宝,分账,",
+    ]
+    detail = "\n".join(
+        [
+            "#支付宝账务明细查询",
+            "#账号：[20880000000000010156]",
+            "#----账务明细列表----",
+            header,
+            *rows,
+            "#----账务明细列表结束----",
+        ]
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("x_账务明细(汇总).csv", "#支付宝账务汇总查询\n类型,收入笔数\n合计,1\n".encode("gbk"))
+        z.writestr("x_账务明细.csv", detail.encode("gbk"))
+    at = datetime(2024, 9, 13, 4, 0, 0, tzinfo=UTC).timestamp()
+    assert parse_account_bill(out.getvalue()) == [
+        StatementLine("2024091300000000000000000009", "payout", -600, "CNY", at)
+    ]
 
 
 def test_payout_settles_the_merchant_share_of_a_payment(make: Factory, fake: AlipayFake) -> None:
