@@ -25,7 +25,8 @@ other parameters under the same ``out_order_no`` are refused), the renter's conf
 ``total_amount`` = the sum of the items, at most the risk fund), WeChat's collection
 (``USER_PAID`` + ``PAYSCORE.USER_PAID``, or ``USER_PAYING`` forever for a renter in
 ``unpayable_openids`` until :meth:`WeChatPayFake.collect`), cancel (``CREATED`` or
-``USER_CONFIRM`` only), refunds (``PROCESSING`` then ``SUCCESS`` + ``REFUND.SUCCESS``), the
+``USER_CONFIRM`` only), refunds (``PROCESSING`` then ``SUCCESS`` + ``REFUND.SUCCESS``, or
+``ABNORMAL`` / ``CLOSED`` from ``refund_outcomes``), the
 trade bill (ALL, GZIP, SHA1, the documented columns with a "`" before every value, Beijing
 time), profit sharing (receivers added first, at most ``max_sharing_ratio`` of the payment,
 ``PROCESSING`` then ``FINISHED``, no notification to the payer) and consumer complaints
@@ -222,6 +223,7 @@ class WeChatPayFake:
         self.notify_apiv3_key: str | None = None  # encrypt notifications under another key
         self.retry_schedule_s: list[float] = [0.05, 0.1, 0.2]
         self.complaint_notify_url: str | None = None
+        self.refund_outcomes: list[str] = []  # the next refunds end so (ABNORMAL, CLOSED), then SUCCESS
         self.bill_fault: str | None = None  # "tamper": the file differs from its SHA1; "truncate": rows lost
         self.known_merchants: dict[str, str] = {}  # mchid -> full name, for MERCHANT_ID receivers
         # state
@@ -860,7 +862,14 @@ class WeChatPayFake:
     def _finish_refund(self, no: str) -> None:
         with self._lock:
             refund = self.refunds[no]
-            refund.update(status="SUCCESS", success_time=self._iso(self.now()))
+            outcome = self.refund_outcomes.pop(0) if self.refund_outcomes else "SUCCESS"
+            refund.update(
+                status=outcome, success_time=self._iso(self.now()) if outcome == "SUCCESS" else None
+            )
+            if outcome != "SUCCESS":  # the money did not go back (ABNORMAL: the renter's account is closed)
+                self.payments[refund["transaction_id"]]["refunded"] -= refund["refund"] * (
+                    outcome == "CLOSED"
+                )
             if refund["notify_url"]:
                 resource = {
                     "mchid": self.mchid,
@@ -868,7 +877,7 @@ class WeChatPayFake:
                     "transaction_id": refund["transaction_id"],
                     "out_refund_no": no,
                     "refund_id": refund["refund_id"],
-                    "refund_status": "SUCCESS",
+                    "refund_status": outcome,
                     "success_time": refund["success_time"],
                     "user_received_account": "支付用户零钱",
                     "amount": {
@@ -878,7 +887,7 @@ class WeChatPayFake:
                         "payer_refund": refund["refund"],
                     },
                 }
-                self._notify(refund["notify_url"], "REFUND.SUCCESS", "refund", resource, "退款成功")
+                self._notify(refund["notify_url"], f"REFUND.{outcome}", "refund", resource, "退款结果")
 
     def _op_refund_query(self, body: Any, query: Any, path: dict[str, str], h: Any) -> Any:
         refund = self.refunds.get(path["no"])

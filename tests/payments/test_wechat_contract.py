@@ -40,6 +40,7 @@ from cloud.payments import (
     Payout,
     ProviderEvent,
     ProviderUnavailable,
+    RealProvider,
     WebhookRejected,
     rental_key,
 )
@@ -275,6 +276,11 @@ def test_a_key_that_is_not_a_key_is_refused(
         make(environ=env)
 
 
+def test_it_is_a_real_provider(wx: WeChatPayScoreProvider) -> None:
+    provider: RealProvider = wx  # (checked by mypy: the Protocol's methods and their parameters)
+    assert provider.name == "wechat"
+
+
 def test_wrong_currency_or_amount_is_refused_before_any_request(
     wx: WeChatPayScoreProvider, fake: WeChatPayFake
 ) -> None:
@@ -350,6 +356,17 @@ def test_refunds_in_parts_up_to_what_was_collected(
     )
     assert {e.hold_ref for e in got} == {ref}
     assert fake.count("refund") == 2
+
+
+def test_a_refund_that_fails_at_wechat_is_reported(
+    wx: WeChatPayScoreProvider, fake: WeChatPayFake, receiver: Receiver
+) -> None:
+    ref = paid(wx, fake, "R3b")
+    fake.refund_outcomes.append("ABNORMAL")
+    refund = wx.refund(ref, 100, rental_key("R3b", "refund", f"0:{ref}"))
+    failed = events(wx, receiver, 3)[2]
+    assert (failed.kind, failed.provider_type, failed.amount) == ("payment.failed", "REFUND.ABNORMAL", 100)
+    assert failed.data["operation"] == "refund" and failed.data["refund_id"] == refund.refund_ref
 
 
 def test_void_before_confirmation_after_it_and_after_a_restart(
