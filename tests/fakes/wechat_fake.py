@@ -60,6 +60,13 @@ Where the documents leave a detail open, the fake chooses and says so: error cod
 repeats (400 ``INVALID_REQUEST``) and wrong states; the deduction's ``out_trade_no`` (the trade
 bill's 商户订单号) is the service order's ``out_order_no``; the bill's SHA1 is of the file as
 downloaded; the bill's 交易类型 is written ``PAYSCORE``.
+
+Not covered: Pay Score's modify / pay (催收) / sync / direct-complete, authorizations
+(permissions), the no-confirm mode and partner (服务商) mode; https-only and IP rules for
+``notify_url``; nonce replay; profit-sharing return, unfreeze, receiver deletion and bills;
+complaint responses; the fund flow bill and other bill types; the real retry schedule (it is
+``retry_schedule_s``, short for tests). A renter's eligibility is a list (``low_score_openids``),
+not a score; fees are a flat ``fee_rate``.
 """
 
 from __future__ import annotations
