@@ -1,7 +1,7 @@
 """Builds the configured payment providers (the default ``cloud.provider`` and ``cloud.providers``).
 
 ``sandbox`` is built in. A real provider (``stripe``, ``wechat``, ``alipay``) is built from its
-table in ``cloud.provider_settings`` by its module's ``from_settings(settings, clock)``, which
+table in ``cloud.provider_settings`` by its class's ``from_config(settings)``, which
 reads the keys from the files or environment variables the table names and refuses, with a
 ``ConfigError``, to start without them. No key is ever in a config file or in this repository.
 """
@@ -18,11 +18,11 @@ from cloud.config import CloudConfig, ConfigError
 from cloud.payments.provider import Provider
 from cloud.payments.sandbox import SandboxProvider
 
-#: provider name -> module with ``from_settings(settings, clock) -> RealProvider``
+#: provider name -> (module, class); the class builds itself with ``from_config(settings)``
 REAL = {
-    "stripe": "cloud.payments.stripe_provider",
-    "wechat": "cloud.payments.wechat_provider",
-    "alipay": "cloud.payments.alipay_provider",
+    "stripe": ("cloud.payments.stripe_provider", "StripeProvider"),
+    "wechat": ("cloud.payments.wechat_provider", "WeChatPayScoreProvider"),
+    "alipay": ("cloud.payments.alipay_provider", "AlipayFundAuthProvider"),
 }
 
 
@@ -42,8 +42,17 @@ def build_provider(name: str, config: CloudConfig, engine: Engine, clock: Callab
     settings: Mapping[str, Any] = config.provider_settings.get(name) or {}
     if not settings:
         raise ConfigError(f"cloud.provider_settings.{name} is missing: {name} cannot start without its keys")
-    module = importlib.import_module(REAL[name])
-    provider: Provider = module.from_settings(settings, clock)
+    module_name, class_name = REAL[name]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    build = next(
+        (getattr(cls, n) for n in ("from_config", "from_mapping", "from_settings") if hasattr(cls, n)), None
+    )
+    if build is None:
+        raise ConfigError(f"{class_name} has no from_config(settings)")
+    try:
+        provider: Provider = build(settings, clock=clock)
+    except TypeError:  # a provider that keeps no clock of its own
+        provider = build(settings)
     return provider
 
 
