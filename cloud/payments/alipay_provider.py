@@ -26,8 +26,10 @@ carries its key's digest. Disputes: Alipay documents none for this flow (no char
 
 The SDK is python-alipay-sdk 3.4: it signs requests (RSA2) and verifies each response's ``sign``
 with the Alipay public key. It has no method for the fund-auth calls (nor a usable one for a
-pre-auth ``alipay.trade.pay``: its ``api_alipay_trade_pay`` requires a bar code), so those go
-through its generic ``server_api`` / ``client_api``, which sign and verify the same way.
+pre-auth ``alipay.trade.pay``: its ``api_alipay_trade_pay`` requires a bar code), nor for
+settle.query and the bill URL, so those go through its generic ``server_api`` / ``client_api``,
+which sign and verify the same way; refunds, their query, alipay.trade.query and the settle use
+its ``api_alipay_*`` methods.
 Notifications are verified with its ``AliPay.verify``.
 """
 
@@ -339,7 +341,9 @@ class AlipayFundAuthProvider:
             r = self._call("alipay.trade.pay", biz, notify_url=self.notify_url)
         except _Refused as e:
             if e.sub_code == "ACQ.TRADE_HAS_SUCCESS":  # paid before (a retry): the first result
-                r = self._call("alipay.trade.query", {"out_trade_no": out_trade_no})
+                r = self._sdk_call(
+                    "alipay.trade.query", lambda: self._sdk.api_alipay_trade_query(out_trade_no=out_trade_no)
+                )
                 if _fen(r.get("total_amount")) != amount:
                     raise IdempotencyConflict(
                         f"hold {hold_ref} was captured for {r.get('total_amount')} yuan, not {_yuan(amount)}"
@@ -584,7 +588,10 @@ class AlipayFundAuthProvider:
         if not isinstance(amount, int) or amount <= 0:
             raise InvalidRequest(f"payout amount must be a positive number of fen, got {amount!r}")
         try:
-            trade = self._call("alipay.trade.query", {"out_trade_no": _trade_no(hold_ref)})
+            trade = self._sdk_call(
+                "alipay.trade.query",
+                lambda: self._sdk.api_alipay_trade_query(out_trade_no=_trade_no(hold_ref)),
+            )
         except _Refused as e:
             if e.sub_code == "ACQ.TRADE_NOT_EXIST":
                 raise InvalidRequest(f"hold {hold_ref} has no payment to settle from") from e

@@ -49,7 +49,8 @@ Signatures, exactly as documented:
 - a response is ``{"<method>_response": {...}, "sign": "..."}``, ``sign`` being RSA2 with the
   **Alipay private key** over the exact text of the response node;
 - a notification is signed with the Alipay private key over its parameters sorted, without
-  ``sign`` and ``sign_type``.
+  ``sign`` and ``sign_type``, empty values kept (as Alipay's own Java SDK checks them,
+  ``AlipaySignature.rsaCheckV1``; python-alipay-sdk's ``verify`` does the same).
 
 Failure modes, switched by the test:
 
@@ -81,7 +82,6 @@ from __future__ import annotations
 import base64
 import csv
 import functools
-import hashlib
 import io
 import itertools
 import json
@@ -94,7 +94,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -154,9 +154,13 @@ def rsa2_verify(public_pem: str, message: str, signature: str) -> bool:
     return True
 
 
-def sign_content(params: dict[str, str], *, drop: tuple[str, ...]) -> str:
-    """The documented string to sign: sorted ``k=v`` joined by ``&``, raw values, empties dropped."""
-    return "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in drop and v != "")
+def sign_content(params: dict[str, str], *, drop: tuple[str, ...], keep_empty: bool = False) -> str:
+    """The documented string to sign: sorted ``k=v`` joined by ``&``, raw values. A request's
+    empty values are left out (AlipaySignature.getSignContent); a notification's are kept
+    (AlipaySignature.getSignCheckContentV1, which the Alipay SDKs verify notifications with)."""
+    return "&".join(
+        f"{k}={v}" for k, v in sorted(params.items()) if k not in drop and (keep_empty or v != "")
+    )
 
 
 def yuan(fen: int) -> str:
@@ -1254,7 +1258,9 @@ class AlipayFake:
             "version": "1.0",
             **params,
         }
-        p["sign"] = rsa2_sign(self.alipay_private_key, sign_content(p, drop=("sign", "sign_type")))
+        p["sign"] = rsa2_sign(
+            self.alipay_private_key, sign_content(p, drop=("sign", "sign_type"), keep_empty=True)
+        )
         p["sign_type"] = "RSA2"
         return [Notification(p["notify_id"], url, p) for _ in range(self.notify_copies)]
 
@@ -1378,11 +1384,3 @@ class NotificationReceiver:
     def clear(self) -> None:
         with self._lock:
             self.received.clear()
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def utc_day(t: float) -> Any:
-    return datetime.fromtimestamp(t, UTC).date()

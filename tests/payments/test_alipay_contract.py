@@ -167,7 +167,7 @@ def renotify(note_body: bytes, key: str, **changes: str) -> bytes:
     params = dict(urllib.parse.parse_qsl(note_body.decode()))
     params.update(changes)
     params.pop("sign")
-    params["sign"] = rsa2_sign(key, sign_content(params, drop=("sign", "sign_type")))
+    params["sign"] = rsa2_sign(key, sign_content(params, drop=("sign", "sign_type"), keep_empty=True))
     return urllib.parse.urlencode(params).encode()
 
 
@@ -620,6 +620,10 @@ def test_notifications_are_verified(
     held(p, fake)
     (note,) = wait_for(lambda: list(receiver.of_type("fund_auth_freeze")), what="freeze notification")
     assert p.parse_notification(note.headers, note.body).kind == "hold.confirmed"
+    with_empty = renotify(
+        note.body, keys["alipay_private"], passback_params=""
+    )  # signed with "passback_params="
+    assert p.parse_notification(note.headers, with_empty).kind == "hold.confirmed"
     params = dict(urllib.parse.parse_qsl(note.body.decode()))
     altered = urllib.parse.urlencode({**params, "amount": "0.01"}).encode()
     with pytest.raises(WebhookRejected, match="signature"):
