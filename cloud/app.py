@@ -50,7 +50,7 @@ from cloud.fleet import (
 from cloud.fleet.alerting import AlertWatch
 from cloud.fleet.http import FleetHandlers
 from cloud.params import decimal
-from cloud.payments import SIGNATURE_HEADER, SandboxProvider, WebhookInbox, WebhookRejected
+from cloud.payments import SIGNATURE_HEADER, PaymentError, SandboxProvider, WebhookInbox, WebhookRejected
 from cloud.payments.registry import build_providers, is_real
 from cloud.payouts import pay_merchant, payouts_of
 from cloud.pricing import Tariff
@@ -132,6 +132,7 @@ class CloudContext:
             else (lambda cmd: log.warning("no fleet link: eject %s stays queued", cmd.cmd_id))
         )
         self.command_sink = command_sink or default_sink
+        self.pending_ejects: list[EjectCommand] = []  # confirmed by a sweep's query: sent by the sweeper
 
     @property
     def signer(self) -> Signer:
@@ -165,12 +166,30 @@ class CloudContext:
                     delivered += 1
                 except WebhookRejected as e:
                     log.error("sandbox webhook rejected: %s", e)
-        replayed = 0
+        replayed = queried = 0
         for name, provider in self.providers.items():
             if is_real(provider):
                 replayed += replay_unmatched(self.engine, self.rentals, name, self.clock)
+            check = getattr(provider, "reconcile", None)  # a provider that does not notify every state
+            if callable(check):
+                for hold_ref in self.rentals.holds_to_query(name):
+                    try:
+                        event = check(hold_ref)
+                    except PaymentError as e:
+                        log.warning("%s: status of hold %s not read: %s", name, hold_ref, e)
+                        continue
+                    if event is not None:
+                        queried += 1
+                        outcome = apply_provider_event(self.engine, self.rentals, name, event, self.clock)
+                        if outcome.command is not None:
+                            self.pending_ejects.append(outcome.command)
         report = self.rentals.sweep()
-        return {"webhooks": delivered, "notifications_replayed": replayed, **asdict(report)}
+        return {
+            "webhooks": delivered,
+            "notifications_replayed": replayed,
+            "holds_queried": queried,
+            **asdict(report),
+        }
 
     def on_notification(self, provider_name: str, headers: Mapping[str, str], body: bytes) -> EventOutcome:
         """Verify and apply one notification of a real provider (raises WebhookRejected)."""
@@ -233,6 +252,10 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(ctx.config.sweep_interval_s)
             try:
                 await asyncio.to_thread(ctx.housekeeping)
+                while ctx.pending_ejects:
+                    result = ctx.command_sink(ctx.pending_ejects.pop(0))
+                    if asyncio.iscoroutine(result):
+                        await result
             except Exception:  # a failed sweep must not stop the next one; it is logged loudly
                 log.exception("sweep failed")
 

@@ -95,17 +95,22 @@ def _apply(
                     .values(hold_status="expired")
                 )
         case "hold.captured" | "hold.voided" | "refund.succeeded":
-            ref = event.data.get("ref") or event.hold_ref
+            # the provider's reference of the operation, by whatever name the adapter gives it
+            refs = {event.data.get(k) for k in ("ref", "order_id", "refund_id", "out_request_no")} - {None}
+            kind = {"hold.captured": "capture", "hold.voided": "void", "refund.succeeded": "refund"}[
+                event.kind
+            ]
             with engine.begin() as conn:
-                conn.execute(
-                    update(payments)
-                    .where(
-                        payments.c.rental_id == r["id"],
-                        payments.c.provider_ref == ref,
-                        payments.c.status == "succeeded",
+                rows = conn.execute(
+                    select(payments.c.id, payments.c.provider_ref, payments.c.kind, payments.c.detail).where(
+                        payments.c.rental_id == r["id"], payments.c.status == "succeeded"
                     )
-                    .values(status="confirmed")
-                )
+                ).all()
+                for pid, ref, pkind, detail in rows:
+                    on_hold = json.loads(detail or "{}").get("hold_ref") == event.hold_ref
+                    same_kind = pkind == kind or (kind == "refund" and pkind == "refund_excess")
+                    if ref in refs or (same_kind and kind != "refund" and (on_hold or ref == event.hold_ref)):
+                        conn.execute(update(payments).where(payments.c.id == pid).values(status="confirmed"))
         case "payment.failed":
             with engine.begin() as conn:
                 conn.execute(update(rentals).where(rentals.c.id == r["id"]).values(flag="collection_failed"))

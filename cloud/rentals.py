@@ -704,6 +704,32 @@ class RentalService:
         report.passes_released = self.release_expired_pass_holds()
         return report
 
+    def holds_to_query(self, provider: str, limit: int = 100) -> list[str]:
+        """Holds whose state a provider that does not notify every change should be asked for:
+        pending confirmations, and holds of ended rentals not yet settled or still due."""
+        prov = func.coalesce(rentals.c.provider, self.billing.default) == provider
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(rentals.c.hold_ref)
+                    .where(
+                        prov,
+                        rentals.c.hold_ref.is_not(None),
+                        or_(
+                            and_(
+                                rentals.c.status == RentalStatus.PENDING, rentals.c.hold_status == "pending"
+                            ),
+                            and_(
+                                rentals.c.status.in_((RentalStatus.CLOSED, RentalStatus.PURCHASED)),
+                                rentals.c.payment_status == "due",
+                            ),
+                        ),
+                    )
+                    .order_by(rentals.c.created_at)
+                    .limit(limit)
+                ).scalars()
+            )
+
     def _schedule_debt_retry(self, rental_id: str, now: float) -> None:
         """Back off: retry a due fee after debt_retry_s, doubling up to debt_retry_max_s."""
         with self.engine.begin() as conn:
