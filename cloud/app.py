@@ -52,6 +52,7 @@ from cloud.fleet.http import FleetHandlers
 from cloud.params import decimal
 from cloud.payments import SIGNATURE_HEADER, PaymentError, SandboxProvider, WebhookInbox, WebhookRejected
 from cloud.payments.registry import build_providers, is_real
+from cloud.payments.webhooks import NotificationIgnored
 from cloud.payouts import pay_merchant, payouts_of
 from cloud.pricing import Tariff
 from cloud.provider_events import EventOutcome, apply_provider_event, replay_unmatched
@@ -592,7 +593,10 @@ class _Handlers(FleetHandlers):
         raw = await request.read()
         if len(raw) > 256 * 1024:
             raise BadRequest("notification too large")
-        outcome = await asyncio.to_thread(self.ctx.on_notification, name, dict(request.headers), raw)
+        try:
+            outcome = await asyncio.to_thread(self.ctx.on_notification, name, dict(request.headers), raw)
+        except NotificationIgnored as e:  # verified, nothing to do: 200 so it is not sent again
+            return _json({"ignored": True, "reason": str(e)[:200]})
         if outcome.command is not None:
             await self._send(outcome.command)
         ack = getattr(self.ctx.providers[name], "notification_ack", None)

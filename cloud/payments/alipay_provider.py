@@ -59,6 +59,7 @@ from alipay.exceptions import AliPayException, AliPayValidationError  # type: ig
 from alipay.utils import AliPayConfig  # type: ignore[import-untyped]
 
 from cloud.config import ConfigError
+from cloud.errors import CloudError
 from cloud.payments.provider import (
     Capture,
     Declined,
@@ -92,13 +93,20 @@ class AlipayDeclined(Declined):
     """A refusal by Alipay; ``code`` is the cloud's (card_declined, insufficient_funds) and
     ``provider_code`` Alipay's sub_code (e.g. ACQ.BUYER_BALANCE_NOT_ENOUGH)."""
 
+    status = 500  # a caller turns it into its refusal (a refused rental); as Declined
+    code = "card_declined"
+
     def __init__(self, message: str, code: str, provider_code: str) -> None:
         super().__init__(message, code)
         self.provider_code = provider_code
 
 
-class _Refused(Exception):
-    """An Alipay answer with a code other than 10000 (signed or not)."""
+class _Refused(CloudError):
+    """An Alipay answer with a code other than 10000 (signed or not); internal: mapped to the
+    provider errors before it leaves the adapter."""
+
+    status = 500
+    code = "alipay_refused"
 
     def __init__(self, method: str, node: Mapping[str, Any]) -> None:
         self.method = method
@@ -108,7 +116,12 @@ class _Refused(Exception):
         super().__init__(f"{method}: {self.code} {self.sub_code} {self.sub_msg}".strip())
 
 
-class _Unsigned(Exception):
+class _Unsigned(CloudError):
+    """An Alipay answer without a signature (internal, like _Refused)."""
+
+    status = 500
+    code = "alipay_unsigned"
+
     def __init__(self, node: Mapping[str, Any]) -> None:
         super().__init__(str(node))
         self.node = node

@@ -61,7 +61,7 @@ from cloud.payments.provider import (
     StatementLine,
     Void,
 )
-from cloud.payments.webhooks import WebhookRejected
+from cloud.payments.webhooks import NotificationIgnored, WebhookRejected
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,10 @@ _BALANCE_KINDS = {
 }
 
 
-class StripeEventIgnored(WebhookRejected):
-    """A verified Stripe event the cloud does not act on: answer 200 so Stripe stops resending it."""
+class StripeEventIgnored(NotificationIgnored):
+    """A verified Stripe event the cloud does not act on: answered 200 so Stripe stops resending it."""
 
-    status = 200
+    status = 400  # the notify route answers NotificationIgnored with 200
     code = "webhook_ignored"
 
 

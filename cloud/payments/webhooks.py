@@ -28,6 +28,14 @@ class WebhookRejected(CloudError, ValueError):
     code = "webhook_rejected"
 
 
+class NotificationIgnored(WebhookRejected):
+    """A notification that verified but asks nothing of the cloud (an event type it does not act
+    on). The notify route answers it 200, so the provider stops sending it again."""
+
+    status = 400  # never reaches a client as an error: POST /api/payments/{provider}/notify answers 200
+    code = "notification_ignored"
+
+
 def sign(secret: str, body: bytes, timestamp: int) -> str:
     """The signature header value for ``body`` sent at ``timestamp``."""
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
