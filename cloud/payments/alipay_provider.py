@@ -470,6 +470,10 @@ class AlipayFundAuthProvider:
             return "pending"  # the order string was not opened yet (it lapses after confirm_timeout_s)
         return _status(d, lambda: self._operation(hold_ref, _unfreeze_no(hold_ref), "UNFREEZE") is not None)
 
+    def notification_ack(self) -> tuple[int, str, str]:
+        """What Alipay must read back to stop re-sending a notification: the bare text ``success``."""
+        return 200, "success", "text/plain"
+
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ProviderEvent:
         """Verify an Alipay notification (form POST, RSA2 over the sorted parameters without
         ``sign``/``sign_type``) and map it; answer Alipay ``success`` once it is stored."""
