@@ -7,7 +7,9 @@ simulator over a pseudo-terminal (Modbus RTU) and the GPIO link). State lives in
 
 Options: ``--cabinets N`` (default 2), ``--slots N`` (default 12), ``--check`` (start, wait until
 every part is healthy, print the URLs and stop: used by the test suite), ``--fresh`` (forget the
-previous run's state).
+previous run's state), ``--provider sandbox|stripe-fake`` (the payment provider: the built-in
+sandbox, or Stripe through its real SDK against the local fake of the tests, which then runs in
+this process and posts its signed webhooks to the cloud).
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class Demo:
     var: Path
     cabinets: int
     slots: int
+    provider: str = "sandbox"  # sandbox | stripe-fake
+    stripe: object = None  # the fake (tests/fakes/stripe_fake.py) when provider is stripe-fake
     procs: list[subprocess.Popen] = field(default_factory=list)
     urls: list[tuple[str, str]] = field(default_factory=list)
     cabs: list[dict] = field(default_factory=list)
@@ -97,6 +101,8 @@ class Demo:
         return p
 
     def stop(self) -> None:
+        if self.stripe is not None:
+            self.stripe.stop()  # type: ignore[attr-defined]
         for p in reversed(self.procs):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -122,13 +128,28 @@ class Demo:
         cloud_dir = self.var / "cloud"
         cloud_dir.mkdir(exist_ok=True)
         conf = cloud_dir / "cloud.toml"
+        payments, env = "", {}
+        if self.provider == "stripe-fake":
+            sys.path.insert(0, str(ROOT))
+            from tests.fakes.stripe_fake import StripeFake
+
+            fake = StripeFake().start()
+            fake.auto_deliver = True  # webhooks go out by themselves, signed, to the cloud
+            fake.webhook_url = f"http://127.0.0.1:{port}/api/payments/stripe/notify"
+            self.stripe = fake
+            env = {"STRIPE_SECRET_KEY": fake.api_key, "STRIPE_WEBHOOK_SECRET": fake.webhook_secret}
+            payments = (
+                'provider = "stripe"\n'
+                f'[cloud.provider_settings.stripe]\nstripe_api_base = "{fake.url}"\n'
+            )  # keys: the environment of the cloud process, never the file
+            self.urls.append(("Stripe (local fake of the tests, real SDK)", fake.url))
         conf.write_text(
             "[cloud]\n"
             f'database = "{cloud_dir / "cloud.db"}"\n'
             f"port = {port}\n"
-            'mode = "demo"\n' + cloud_mqtt_settings(broker_port, cloud_dir)
+            'mode = "demo"\n' + cloud_mqtt_settings(broker_port, cloud_dir) + payments
         )
-        p = self.spawn("cloud", [str(BIN / "cabinet-cloud"), "serve", "--config", str(conf)])
+        p = self.spawn("cloud", [str(BIN / "cabinet-cloud"), "serve", "--config", str(conf)], env)
         wait_until(lambda: get_json(f"http://127.0.0.1:{port}/api/health"), 60, "the cloud", [p])
         self.urls.append(("Cloud API (OpenAPI document)", f"http://127.0.0.1:{port}/api/openapi.json"))
         self.cloud_url, self.cloud_conf = f"http://127.0.0.1:{port}", conf
@@ -232,8 +253,30 @@ class Demo:
             session["token"] = call(base, "POST", "/api/login", body={"email": renter, "password": pw})[
                 "token"
             ]
-            call(base, "PUT", "/api/me/card", session["token"], {"card_token": "tok_ok"})
+            if self.stripe is None:
+                call(base, "PUT", "/api/me/card", session["token"], {"card_token": "tok_ok"})
+        if self.stripe is not None and not session.get("stripe_card"):
+            session["stripe_card"] = self.save_stripe_card()
+            call(base, "POST", "/api/me/payment-methods", session["token"],
+                 {"provider": "stripe", "token": session["stripe_card"], "label": "Visa 4242 (Stripe fake)"})  # fmt: skip
+        if self.stripe is not None:
+            call(base, "PUT", f"/api/merchants/{session['merchant_id']}/payments", op,
+                 {"providers": ["stripe"], "payout_account": self.stripe.add_account()})  # fmt: skip
         save_session(path, session)
+
+    def save_stripe_card(self) -> str:
+        """What the renter's phone does with Stripe.js: a SetupIntent confirmed with a test card
+        (the fake's helper stands for the phone); returns the saved card's ``cus_..:pm_..``."""
+        from cloud.payments.stripe_provider import StripeProvider
+
+        fake = self.stripe
+        stripe = StripeProvider.from_config(
+            {"stripe_api_base": fake.url},  # type: ignore[attr-defined]
+            environ={"STRIPE_SECRET_KEY": fake.api_key, "STRIPE_WEBHOOK_SECRET": fake.webhook_secret},  # type: ignore[attr-defined]
+        )
+        setup = stripe.save_card(None, f"demo:renter:setup:{secrets.token_hex(4)}")
+        fake.confirm_setup(setup["setup_intent"], "4242424242424242")  # type: ignore[attr-defined]
+        return stripe.confirmed_card_token(setup["setup_intent"])
 
     def start_cabinet(self, n: int, broker_port: int, cloud_keys: list[str]) -> None:
         cab_id = f"CAB-{n:04d}"
@@ -422,12 +465,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="start, check every part is up, stop")
     ap.add_argument("--fresh", action="store_true", help="forget the state of the previous run")
     ap.add_argument("--var", default=str(ROOT / "var" / "demo"), help="state directory (default var/demo)")
+    ap.add_argument(
+        "--provider",
+        choices=("sandbox", "stripe-fake"),
+        default="sandbox",
+        help="payment provider: the built-in sandbox (default), or Stripe's SDK against the local fake",
+    )
     args = ap.parse_args(argv)
     var = Path(args.var)
     if args.fresh and var.exists():
         shutil.rmtree(var)
     var.mkdir(parents=True, exist_ok=True)
-    demo = Demo(var, args.cabinets, args.slots)
+    if args.provider != "sandbox" and not args.fresh and (var / "app-session.json").exists():
+        shutil.rmtree(var)  # the previous run's accounts belong to another provider (its fake is gone)
+        var.mkdir(parents=True)
+    demo = Demo(var, args.cabinets, args.slots, args.provider)
     # SIGTERM (kill, timeout, a closed terminal) stops every child too, like Ctrl-C
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
@@ -444,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         first, py = demo.cabs[0], f"{BIN / 'python'} {ROOT / 'scripts' / 'app.py'}"
         sim = f"{BIN / 'cabinet-sim'}"
         print(
-            "\nPlay the renter (a demo account with a sandbox card is logged in):\n"
+            f"\nPlay the renter (a demo account with a {'Stripe test card' if demo.stripe else 'sandbox card'} is logged in):\n"
             f"  {py} rent {first['id']}          # the cabinet ejects a battery: take it in the simulator:\n"
             f"  {sim} take --url http://127.0.0.1:{first['control']} SLOT\n"
             f"  {sim} insert --url http://127.0.0.1:{demo.cabs[-1]['control']} --sn SN SLOT   # return it anywhere\n"
