@@ -649,38 +649,12 @@ class RentalService:
                 .all()
             )
         for rental_id in pending:
-            with self.engine.begin() as conn:
-                changed = conn.execute(
-                    update(rentals)
-                    .where(rentals.c.id == rental_id, rentals.c.status == RentalStatus.PENDING)
-                    .values(
-                        status=RentalStatus.ABORTED,
-                        abort_reason=f"no answer from the cabinet within {self.eject_timeout_s:.0f} s",
-                    )
-                ).rowcount
-                conn.execute(
-                    update(commands)
-                    .where(
-                        commands.c.cmd_id
-                        == select(rentals.c.cmd_id).where(rentals.c.id == rental_id).scalar_subquery()
-                    )
-                    .values(status=CommandStatus.EXPIRED)
-                )
-            if changed:
-                self.billing.release_hold(rental_id, "eject timed out")
+            if self._abort_pending(rental_id, f"no answer from the cabinet within {self.eject_timeout_s:.0f} s",
+                                   "eject timed out"):  # fmt: skip
                 report.timed_out.append(rental_id)
         for rental_id in unconfirmed:  # the renter never confirmed the hold in the provider's app
-            with self.engine.begin() as conn:
-                changed = conn.execute(
-                    update(rentals)
-                    .where(rentals.c.id == rental_id, rentals.c.status == RentalStatus.PENDING)
-                    .values(
-                        status=RentalStatus.ABORTED,
-                        abort_reason=f"hold not confirmed within {self.confirm_timeout_s:.0f} s",
-                    )
-                ).rowcount
-            if changed:
-                self.billing.release_hold(rental_id, "not confirmed")
+            if self._abort_pending(rental_id, f"hold not confirmed within {self.confirm_timeout_s:.0f} s",
+                                   "not confirmed"):  # fmt: skip
                 report.timed_out.append(rental_id)
         for rental_id in expiring:
             if self.billing.capture_hold_in_full(rental_id):
@@ -703,6 +677,27 @@ class RentalService:
             self._secure_pass_rental(rental_id, None)
         report.passes_released = self.release_expired_pass_holds()
         return report
+
+    def _abort_pending(self, rental_id: str, reason: str, why: str) -> bool:
+        """Abort a rental still pending (its eject command expires) and release its hold; False
+        when it was no longer pending (started or aborted meanwhile)."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(rentals)
+                .where(rentals.c.id == rental_id, rentals.c.status == RentalStatus.PENDING)
+                .values(status=RentalStatus.ABORTED, abort_reason=reason)
+            ).rowcount
+            conn.execute(
+                update(commands)
+                .where(
+                    commands.c.cmd_id
+                    == select(rentals.c.cmd_id).where(rentals.c.id == rental_id).scalar_subquery()
+                )
+                .values(status=CommandStatus.EXPIRED)
+            )
+        if changed:
+            self.billing.release_hold(rental_id, why)
+        return bool(changed)
 
     def holds_to_query(self, provider: str, limit: int = 100) -> list[str]:
         """Holds whose state a provider that does not notify every change should be asked for:

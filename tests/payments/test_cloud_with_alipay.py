@@ -20,8 +20,8 @@ from cloud.app import CTX, create_app
 from cloud.config import CloudConfig
 from cloud.rentals import CabinetEvent
 from tests.fakes.alipay_fake import AlipayFake, generate_rsa_keypair
+from tests.payments.cloud_helpers import login, merchant_with_cabinet, until
 
-PW = "correct horse battery"
 APP_ID, SELLER = "2021004100000001", "2088000000000001"
 SERVICE_ID, CATEGORY = "2020042800000000000001450466", "RENT_POWERBANK"
 TARIFF = {"currency": "CNY", "price_per_period": 200, "period_minutes": 30, "free_minutes": 5,
@@ -62,48 +62,16 @@ async def world(aiohttp_client, db_url, monkeypatch, unused_tcp_port):  # type: 
     client = await aiohttp_client(TestServer(app, port=unused_tcp_port))
     client.sent = sent
     ctx = client.server.app[CTX]
-    ctx.accounts.register("ops@example.com", PW, role="operator")
-    ops = await login(client, "ops@example.com")
-    mid = (await (await client.post("/api/merchants", headers=ops, json={
-        "name": "全家", "revenue_share_bp": 2000, "currency": "CNY", "timezone": "Asia/Shanghai"})).json())["id"]  # fmt: skip
-    assert (
-        await client.put(f"/api/merchants/{mid}/payments", headers=ops, json={"providers": ["alipay"]})
-    ).status == 200
-    vid = (
-        await (await client.post(f"/api/merchants/{mid}/venues", headers=ops, json={"name": "西湖"})).json()
-    )["id"]
-    await client.post(
-        "/api/tariffs",
-        headers=ops,
-        json={"name": "std", "merchant_id": mid, "default": True, "tariff": TARIFF},
-    )
-    assert (
-        await client.post("/api/cabinets", headers=ops, json={"id": "CAB-1", "venue_id": vid})
-    ).status == 201
+    ops = await login(client, "ops@example.com", operator=True)
+    await merchant_with_cabinet(client, ops, "CNY", "Asia/Shanghai", TARIFF, ["alipay"])
     try:
         yield client, ctx, fake
     finally:
         fake.stop()
 
 
-async def login(client, email: str) -> dict:  # type: ignore[no-untyped-def]
-    r = await client.post("/api/login", json={"email": email, "password": PW})
-    return {"Authorization": f"Bearer {(await r.json())['token']}"}
-
-
-async def until(pred, what: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 async def test_a_credit_freeze_ejects_on_the_confirmation_and_the_fee_is_paid_against_it(world) -> None:
     client, ctx, fake = world
-    assert (
-        await client.post("/api/users", json={"email": "zhao@example.com", "password": PW, "name": "Zhao"})
-    ).status == 201
     me = await login(client, "zhao@example.com")
     buyer = "2088102000000001"
     r = await client.post("/api/me/payment-methods", headers=me, json={"provider": "alipay", "token": buyer})

@@ -20,8 +20,8 @@ from cloud.config import CloudConfig
 from cloud.reconcile import reconcile
 from cloud.rentals import CabinetEvent
 from tests.fakes.stripe_fake import StripeFake
+from tests.payments.cloud_helpers import login, merchant_with_cabinet
 
-PW = "correct horse battery"
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC).timestamp()
 TARIFF = {"currency": "EUR", "price_per_period": 200, "period_minutes": 30, "free_minutes": 5,
           "daily_cap": 2000, "total_cap": 3000, "timezone": "Europe/Berlin"}  # fmt: skip
@@ -53,40 +53,12 @@ async def client(aiohttp_client, db_url, fake, monkeypatch):  # type: ignore[no-
     return c
 
 
-async def login(client, email: str, operator: bool = False) -> dict:  # type: ignore[no-untyped-def]
-    ctx = client.server.app[CTX]
-    if operator:
-        ctx.accounts.register(email, PW, role="operator")
-    else:
-        assert (
-            await client.post("/api/users", json={"email": email, "password": PW, "name": "Ana"})
-        ).status == 201
-    r = await client.post("/api/login", json={"email": email, "password": PW})
-    return {"Authorization": f"Bearer {(await r.json())['token']}"}
-
-
 async def test_a_rental_paid_through_stripe_from_card_to_payout(client, fake) -> None:
     ctx = client.server.app[CTX]
     stripe = ctx.providers["stripe"]
     ops = await login(client, "ops@example.com", operator=True)
-    mid = (await (await client.post("/api/merchants", headers=ops, json={
-        "name": "Cafe Aurora", "revenue_share_bp": 2500, "currency": "EUR", "timezone": "Europe/Berlin"})).json())["id"]  # fmt: skip
     account = fake.add_account()
-    r = await client.put(f"/api/merchants/{mid}/payments", headers=ops,
-                         json={"providers": ["stripe"], "payout_account": account})  # fmt: skip
-    assert r.status == 200, await r.text()
-    vid = (
-        await (await client.post(f"/api/merchants/{mid}/venues", headers=ops, json={"name": "Mitte"})).json()
-    )["id"]
-    r = await client.post(
-        "/api/tariffs",
-        headers=ops,
-        json={"name": "std", "merchant_id": mid, "default": True, "tariff": TARIFF},
-    )
-    assert r.status == 201
-    assert (
-        await client.post("/api/cabinets", headers=ops, json={"id": "CAB-1", "venue_id": vid})
-    ).status == 201
+    mid = await merchant_with_cabinet(client, ops, "EUR", "Europe/Berlin", TARIFF, ["stripe"], account)
 
     me = await login(client, "ana@example.com")
     setup = await asyncio.to_thread(stripe.save_card, None, "user:ana:setup:0")
@@ -142,17 +114,7 @@ async def test_a_card_that_needs_3d_secure_waits_for_the_renter_then_ejects(clie
     ctx = client.server.app[CTX]
     stripe = ctx.providers["stripe"]
     ops = await login(client, "ops@example.com", operator=True)
-    mid = (await (await client.post("/api/merchants", headers=ops, json={
-        "name": "Cafe", "revenue_share_bp": 2500, "currency": "EUR", "timezone": "Europe/Berlin"})).json())["id"]  # fmt: skip
-    vid = (await (await client.post(f"/api/merchants/{mid}/venues", headers=ops, json={"name": "M"})).json())[
-        "id"
-    ]
-    await client.post(
-        "/api/tariffs",
-        headers=ops,
-        json={"name": "std", "merchant_id": mid, "default": True, "tariff": TARIFF},
-    )
-    await client.post("/api/cabinets", headers=ops, json={"id": "CAB-1", "venue_id": vid})
+    await merchant_with_cabinet(client, ops, "EUR", "Europe/Berlin", TARIFF, ["stripe"])
     me = await login(client, "bo@example.com")
     setup = await asyncio.to_thread(stripe.save_card, None, "user:bo:setup:0")
     fake.confirm_setup(setup["setup_intent"], "4000002760003184")  # every payment needs 3-D Secure

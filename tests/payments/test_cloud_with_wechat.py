@@ -24,8 +24,8 @@ from cloud.config import CloudConfig
 from cloud.db import payments, webhooks_received
 from cloud.rentals import CabinetEvent
 from tests.fakes.wechat_fake import WeChatPayFake
+from tests.payments.cloud_helpers import login, merchant_with_cabinet, until
 
-PW = "correct horse battery"
 MCHID, APPID, SERVICE_ID = "1900000109", "wxd678efh567hg6787", "2002000000000558128851361561536"
 SERIAL, PUBLIC_KEY_ID = "3775B6A45ACD588826D15E583A95F5DD2F8E0D0A", "PUB_KEY_ID_0119000001092025061800000000"
 TARIFF = {"currency": "CNY", "price_per_period": 200, "period_minutes": 30, "free_minutes": 5,
@@ -102,38 +102,11 @@ async def world(aiohttp_client, db_url, tmp_path, monkeypatch, unused_tcp_port):
     client.clock = clock
     ctx = client.server.app[CTX]
     ops = await login(client, "ops@example.com", operator=True)
-    mid = (await (await client.post("/api/merchants", headers=ops, json={
-        "name": "星巴克", "revenue_share_bp": 2000, "currency": "CNY", "timezone": "Asia/Shanghai"})).json())["id"]  # fmt: skip
-    assert (
-        await client.put(f"/api/merchants/{mid}/payments", headers=ops, json={"providers": ["wechat"]})
-    ).status == 200
-    vid = (
-        await (await client.post(f"/api/merchants/{mid}/venues", headers=ops, json={"name": "国贸"})).json()
-    )["id"]
-    await client.post(
-        "/api/tariffs",
-        headers=ops,
-        json={"name": "std", "merchant_id": mid, "default": True, "tariff": TARIFF},
-    )
-    assert (
-        await client.post("/api/cabinets", headers=ops, json={"id": "CAB-1", "venue_id": vid})
-    ).status == 201
+    await merchant_with_cabinet(client, ops, "CNY", "Asia/Shanghai", TARIFF, ["wechat"])
     try:
         yield client, ctx, fake
     finally:
         fake.stop()
-
-
-async def login(client, email: str, operator: bool = False) -> dict:  # type: ignore[no-untyped-def]
-    ctx = client.server.app[CTX]
-    if operator:
-        ctx.accounts.register(email, PW, role="operator")
-    else:
-        assert (
-            await client.post("/api/users", json={"email": email, "password": PW, "name": "Li"})
-        ).status == 201
-    r = await client.post("/api/login", json={"email": email, "password": PW})
-    return {"Authorization": f"Bearer {(await r.json())['token']}"}
 
 
 async def renter(client, email: str, openid: str) -> dict:  # type: ignore[no-untyped-def]
@@ -141,14 +114,6 @@ async def renter(client, email: str, openid: str) -> dict:  # type: ignore[no-un
     r = await client.post("/api/me/payment-methods", headers=me, json={"provider": "wechat", "token": openid})
     assert r.status == 201, await r.text()
     return me
-
-
-async def until(pred, what: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_deposit_free_rental_ejects_on_the_confirmation_and_is_paid_at_the_return(world) -> None:
