@@ -26,6 +26,7 @@ from cloud.rentals import CabinetEvent
 from tests.fakes.wechat_fake import WeChatPayFake
 from tests.payments.cloud_helpers import login, merchant_with_cabinet, until
 
+PARTNER, PARTNER_NAME = "1900000200", "某某充电宝运营有限公司"  # the merchant's own WeChat Pay account
 MCHID, APPID, SERVICE_ID = "1900000109", "wxd678efh567hg6787", "2002000000000558128851361561536"
 SERIAL, PUBLIC_KEY_ID = "3775B6A45ACD588826D15E583A95F5DD2F8E0D0A", "PUB_KEY_ID_0119000001092025061800000000"
 TARIFF = {"currency": "CNY", "price_per_period": 200, "period_minutes": 30, "free_minutes": 5,
@@ -84,6 +85,7 @@ async def world(aiohttp_client, db_url, tmp_path, monkeypatch, unused_tcp_port):
                 "platform_public_key_id": PUBLIC_KEY_ID,
                 "platform_public_key_env": "WECHAT_PAY_PUBLIC_KEY",
                 "gateway": fake.base_url,
+                "profit_sharing": True,
             }
         },
         scrypt_n=2**10,
@@ -102,7 +104,9 @@ async def world(aiohttp_client, db_url, tmp_path, monkeypatch, unused_tcp_port):
     client.clock = clock
     ctx = client.server.app[CTX]
     ops = await login(client, "ops@example.com", operator=True)
-    await merchant_with_cabinet(client, ops, "CNY", "Asia/Shanghai", TARIFF, ["wechat"])
+    fake.known_merchants[PARTNER] = PARTNER_NAME
+    mid = await merchant_with_cabinet(client, ops, "CNY", "Asia/Shanghai", TARIFF, ["wechat"], PARTNER)
+    client.ops, client.mid = ops, mid
     try:
         yield client, ctx, fake
     finally:
@@ -172,6 +176,22 @@ async def test_a_deposit_free_rental_ejects_on_the_confirmation_and_is_paid_at_t
         await asyncio.to_thread(ctx.housekeeping)
     assert confirmed()
     assert len(client.sent) == 1  # the later notifications eject nothing more
+    assert money.check(ctx.engine) == []
+
+    # the merchant's share, paid out of that payment by profit sharing (分账), once per reference
+    await asyncio.to_thread(ctx.providers["wechat"].add_receiver, PARTNER, PARTNER_NAME, "PARTNER")
+    share = 400 * 2500 // 10_000
+    r = await client.post(f"/api/merchants/{client.mid}/payouts", headers=client.ops,
+                          json={"amount": share, "currency": "CNY", "reference": "2026-12"})  # fmt: skip
+    assert r.status == 201, await r.text()
+    payout = await r.json()
+    assert [(p["amount"], p["provider"]) for p in payout["pieces"]] == [(share, "wechat")]
+    again = await (await client.post(f"/api/merchants/{client.mid}/payouts", headers=client.ops,
+                                     json={"amount": share, "currency": "CNY", "reference": "2026-12"})).json()  # fmt: skip
+    assert again["pieces"] == payout["pieces"] and fake.effects["profitsharing"] == 1
+    r = await client.post(f"/api/merchants/{client.mid}/payouts", headers=client.ops,
+                          json={"amount": 1, "currency": "CNY", "reference": "2026-12b"})  # fmt: skip
+    assert r.status == 400  # nothing of that payment's share is left to pay out
     assert money.check(ctx.engine) == []
 
 
