@@ -221,7 +221,10 @@ class Billing:
         """
         with self.engine.connect() as conn:
             p = conn.execute(select(passes).where(passes.c.pass_id == pass_id)).mappings().one()
-            card = conn.execute(select(users.c.card_token).where(users.c.id == p["user_id"])).scalar()
+            try:  # a pass is not bound to a merchant: the default provider, the renter's method there
+                provider_name, card = self.method_for(conn, p["user_id"], None)
+            except Declined:
+                provider_name, card = self.default, None
             rows = (
                 conn.execute(
                     select(pass_holds).where(pass_holds.c.pass_id == pass_id).order_by(pass_holds.c.k)
@@ -238,7 +241,7 @@ class Billing:
             try:
                 if not card:
                     raise Declined("no card on file for this renter (add one at PUT /api/me/card)", "no_card")
-                hold = self.provider.authorize(card, h["amount"], h["currency"], key)
+                hold = self.providers[provider_name].authorize(card, h["amount"], h["currency"], key)
             except PaymentError:
                 with self.engine.begin() as conn:
                     conn.execute(

@@ -331,8 +331,12 @@ class RentalService:
             user = conn.execute(
                 select(users).where(users.c.id == user_id, users.c.deleted_at.is_(None))
             ).first()
-            if user is None or not user.card_token:
+            if user is None:
                 raise NoCard("an offline pass needs an account with a card on file")
+            try:
+                self.billing.method_for(conn, user_id, None)  # the default provider's method
+            except PaymentError as e:
+                raise NoCard("an offline pass needs an account with a card on file") from e
             conn.execute(
                 insert(passes).values(
                     pass_id=pass_id,

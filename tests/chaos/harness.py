@@ -222,6 +222,7 @@ async def run_chaos(
     database: str = "",
     drain_timeout: float = 60.0,
     renters: tuple[int, int] = (3, 2),
+    provider: str = "sandbox",
 ) -> Outcome:
     """One chaos run in ``work`` (see module doc)."""
     rng = random.Random(seed)
@@ -230,7 +231,7 @@ async def run_chaos(
     probe = await asyncio.to_thread(netem_available)
     # not used (docs/security.md): reported so a run says what this machine could have done
     out.summary["netem"] = "available, not used" if probe.ok else f"not possible here: {probe.reason}"
-    rig = Rig(work, seed, database)
+    rig = Rig(work, seed, database, provider)
     t0 = time.monotonic()
     try:
         await rig.start()

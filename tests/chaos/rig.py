@@ -133,6 +133,8 @@ class Rig:
     work: Path
     seed: int = 1
     database: str = ""  # SQLAlchemy URL; empty: a SQLite file in work/cloud
+    provider: str = "sandbox"  # sandbox | stripe-fake (Stripe's real SDK against the local fake)
+    stripe: Any = None  # the fake, running in this process, when provider is stripe-fake
     http: aiohttp.ClientSession | None = None
     ports: dict[str, int] = field(default_factory=dict)
     sim_info: dict[str, Any] = field(default_factory=dict)
@@ -190,6 +192,8 @@ class Rig:
             await self.link.stop()
         if self.http is not None:
             await self.http.close()
+        if self.stripe is not None:
+            self.stripe.stop()
 
     async def _start_broker(self) -> None:
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -219,7 +223,7 @@ class Rig:
             'mqtt_client_id = "cloud-chaos-1"\n'
             "scrypt_n = 1024\nsweep_interval_s = 2\neject_timeout_s = 20\ncommand_ttl_s = 20\n"
             "login_max_failures_ip = 1000\n"
-            'mode = "sandbox"\nsignup_max_per_ip = 100000\n'
+            'mode = "sandbox"\nsignup_max_per_ip = 100000\n' + self._payments_config()
         )
         out = subprocess.run(
             [str(BIN / "cabinet-cloud"), "keys", "--data-dir", str(d)],
@@ -227,11 +231,29 @@ class Rig:
         ).stdout  # fmt: skip
         return [ln.strip() for ln in out.splitlines() if ":" in ln and " " not in ln.strip()]
 
+    def _payments_config(self) -> str:
+        if self.provider == "sandbox":
+            return ""
+        from tests.fakes.stripe_fake import StripeFake
+
+        self.stripe = StripeFake().start()
+        self.stripe.auto_deliver = True  # webhooks go out by themselves, to whatever cloud is up
+        self.stripe.webhook_url = f"{self.cloud_url}/api/payments/stripe/notify"
+        return (
+            f'provider = "stripe"\n[cloud.provider_settings.stripe]\nstripe_api_base = "{self.stripe.url}"\n'
+        )
+
+    def _stripe_env(self) -> dict[str, str]:
+        if self.stripe is None:
+            return {}
+        return {"STRIPE_SECRET_KEY": self.stripe.api_key, "STRIPE_WEBHOOK_SECRET": self.stripe.webhook_secret}
+
     async def _create_operator(self) -> None:
         proc = await asyncio.create_subprocess_exec(
             str(BIN / "cabinet-cloud"), "create-user", "--config", str(self.cloud_config), OPERATOR[0],
             "--operator", "--password-stdin",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **self._stripe_env()},
         )  # fmt: skip
         _, err = await asyncio.wait_for(proc.communicate((OPERATOR[1] + "\n").encode()), 120)
         if proc.returncode:
@@ -247,7 +269,7 @@ class Rig:
                 "--config",
                 str(self.cloud_config),
             ]
-            self.cloud = Proc("cloud", argv, self.work)
+            self.cloud = Proc("cloud", argv, self.work, self._stripe_env())
         await self.cloud.start()
         await poll(self._cloud_healthy, 60, "the cloud")
 
@@ -278,8 +300,20 @@ class Rig:
         token = (await self.call("POST", "/api/login", body={"email": email, "password": RENTER_PASSWORD}))[
             "token"
         ]
-        await self.call("PUT", "/api/me/card", token, {"card_token": "tok_ok"})
+        if self.stripe is None:
+            await self.call("PUT", "/api/me/card", token, {"card_token": "tok_ok"})
+        else:  # a card saved with a SetupIntent, as the phone does with Stripe.js
+            card = await asyncio.to_thread(self._stripe_card, email)
+            await self.call("POST", "/api/me/payment-methods", token, {"provider": "stripe", "token": card})
         return str(token)
+
+    def _stripe_card(self, email: str) -> str:
+        from cloud.payments.stripe_provider import StripeProvider
+
+        stripe = StripeProvider.from_config({"stripe_api_base": self.stripe.url}, environ=self._stripe_env())
+        setup = stripe.save_card(None, f"chaos:{email}:setup")
+        self.stripe.confirm_setup(setup["setup_intent"], "4242424242424242")
+        return stripe.confirmed_card_token(setup["setup_intent"])
 
     async def call(self, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
         """One cloud API call; raises ``ApiFailure`` with the status and text on an error."""

@@ -34,3 +34,17 @@ async def test_killing_broker_cabinet_and_cloud_loses_and_doubles_nothing(tmp_pa
     assert s["rental_started"] >= 5 and s["battery_returned"] >= 5, "renters rented and returned"
     assert s["ledger_events"] == s["cloud_events"] == s["drained"]["applied"]
     assert s["money_check_exit"] == 0 and s["ledger_verify_exit"] == 0
+
+
+async def test_money_still_proves_when_the_provider_is_stripe_through_its_sdk(tmp_path: Path) -> None:
+    """The same monkey with Stripe as the provider (its real SDK against the local fake, run in
+    the harness; the cloud is SIGKILLed between the provider's calls and our records of them):
+    every idempotency key holds across the restarts, and money-check still proves the books."""
+    out = await run_chaos(tmp_path, CHAOS_S, seed=SEEDS[0], drain_timeout=45.0, provider="stripe-fake")
+    print(json.dumps(out.summary, indent=2))
+    assert out.ok, "\n".join(out.problems) + f"\n(stripe-fake, logs in {tmp_path})"
+    s = out.summary
+    assert all(s["invariants"].values()), s["invariants"]
+    assert s["stuck_rentals"] == [] and s["kills"]["cloud"] >= 1
+    assert s["rental_started"] >= 5 and s["battery_returned"] >= 5
+    assert s["money_check_exit"] == 0 and s["ledger_verify_exit"] == 0
