@@ -133,7 +133,7 @@ class CloudContext:
             else (lambda cmd: log.warning("no fleet link: eject %s stays queued", cmd.cmd_id))
         )
         self.command_sink = command_sink or default_sink
-        self.pending_ejects: list[EjectCommand] = []  # confirmed by a sweep's query: sent by the sweeper
+        self.pending_ejects = self.rentals.pending_commands  # queued by a sweep: the sweeper sends them
 
     @property
     def signer(self) -> Signer:

