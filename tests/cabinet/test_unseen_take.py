@@ -91,3 +91,29 @@ async def test_an_unexpected_error_in_a_scan_is_logged_once_and_scanning_goes_on
     logged = [r for r in caplog.records if "bus scan failed" in r.getMessage()]
     assert len(logged) == 1 and logged[0].exc_info  # the same error once, with its traceback
     assert rig.cab._health_problem() is None
+
+
+async def test_a_take_confirmed_by_the_scans_right_after_the_timeout_is_started(rig) -> None:
+    """The crash soak's remaining 5 in 10,000 kills: the renter took the pack, but the seat
+    switch (over the GPIO link, under load) still read seated when the eject timed out; the scan
+    right after saw both agree, and recorded an unexpected removal of an aborted rental's pack.
+    The eject now takes a last look at the scans after its timeout."""
+    real = rig.cab.locks.is_seated
+    lagging = {"on": True}
+    rig.cab.locks.is_seated = lambda slot: True if slot == 1 and lagging["on"] else real(slot)
+    last_look = rig.controller._scans_after
+
+    async def catching_up(n: int, timeout: float) -> None:
+        lagging["on"] = False  # the seat switch catches up just as the timeout ends
+        await last_look(n, timeout)
+
+    rig.controller._scans_after = catching_up
+    task = asyncio.create_task(rig.controller.rent(RentRequest("R-L1", "cloud", user="u1")))
+    await rig.until(lambda: rig.simcab.slot(1).presented, what="slot 1 to present its pack")
+    assert rig.simcab.take(1) == "PB000001"
+    out = await asyncio.wait_for(task, 15)
+    assert (out.status, out.slot) == ("started", 1)
+    kinds = [
+        e.type for e in await rig.events() if e.body.get("sn") == "PB000001" and e.type != "battery_seen"
+    ]
+    assert "battery_removed_unexpected" not in kinds
