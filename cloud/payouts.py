@@ -131,7 +131,9 @@ def pay_merchant(
         with engine.connect() as conn:  # the pieces of this payout, if any were made already
             started = (
                 conn.execute(
-                    select(merchant_payouts.c.id).where(merchant_payouts.c.idempotency_key.like(f"{key}:%"))
+                    select(merchant_payouts.c.id).where(
+                        merchant_payouts.c.idempotency_key.startswith(f"{key}:", autoescape=True)
+                    )
                 ).first()
                 is not None
             )
@@ -213,7 +215,11 @@ def _pay_per_payment(
     """The payout as pieces, one per payment (see the module doc); replays pay nothing twice."""
     with engine.connect() as conn:
         done = (
-            conn.execute(select(merchant_payouts).where(merchant_payouts.c.idempotency_key.like(f"{key}:%")))
+            conn.execute(
+                select(merchant_payouts).where(
+                    merchant_payouts.c.idempotency_key.startswith(f"{key}:", autoescape=True)
+                )
+            )
             .mappings()
             .all()
         )

@@ -315,3 +315,31 @@ def test_reconcile_matches_the_statement_and_reports_both_sides_of_a_difference(
 
     kinds = [a["kind"] for a in alerts(world.engine)]
     assert kinds.count("reconciliation_mismatch") == 3
+
+
+def test_per_payment_payouts_are_split_over_rentals_and_references_never_alias(world) -> None:
+    """A provider that pays out of single payments (named wechat here): a payout is split over
+    the merchant's paid rentals; a reference with LIKE's wildcards (a_c) is not taken for an
+    earlier payout's (abc)."""
+    pay = PendingPay()
+    service = RentalService(world.engine, {"sandbox": world.sandbox, "wechat": pay}, world.clock,
+                            default_provider="sandbox")  # fmt: skip
+    with world.engine.begin() as conn:
+        conn.execute(update(merchants).where(merchants.c.id == world.merchant.id).values(providers="wechat"))
+    fees = []
+    for n in range(2):
+        user = world.renter(f"r{n}@example.com", card=None)
+        add_method(world, user, "wechat", f"openid-p{n}")
+        fees.append(rent_and_return(world, service, user, hours=2 + n)["fee"])
+    shares = [f * world.merchant.revenue_share_bp // 10_000 for f in fees]
+    providers = service.billing.providers
+    first = pay_merchant(world.engine, providers, world.merchant.id, shares[0] + 1, "EUR", "abc", world.clock)
+    assert [p["amount"] for p in first["pieces"]] == [shares[0], 1]  # the first rental's share, then the next
+    second = pay_merchant(
+        world.engine, providers, world.merchant.id, shares[1] - 1, "EUR", "a_c", world.clock
+    )
+    assert [p["amount"] for p in second["pieces"]] == [shares[1] - 1]
+    assert len([c for c in pay.calls if c.startswith("payout")]) == 3
+    again = pay_merchant(world.engine, providers, world.merchant.id, shares[1] - 1, "EUR", "a_c", world.clock)
+    assert again["pieces"] == second["pieces"] and len([c for c in pay.calls if c.startswith("payout")]) == 3
+    assert money.check(world.engine) == []
