@@ -76,15 +76,20 @@ class Billing:
             )
         return found
 
-    def method_for(self, conn: Connection, user_id: int, merchant_id: int | None) -> tuple[str, str]:
+    def method_for(
+        self, conn: Connection, user_id: int, merchant_id: int | None, only: str | None = None
+    ) -> tuple[str, str]:
         """(provider, token) to charge: the merchant's accepted providers in their order of
-        preference, the renter's newest method at each; raises Declined ``no_method``."""
+        preference (``only``: that one), the renter's newest method at each; raises Declined
+        ``no_method``."""
         accepted_csv = None
         if merchant_id is not None:
             accepted_csv = conn.execute(
                 select(merchants.c.providers).where(merchants.c.id == merchant_id)
             ).scalar_one_or_none()
         accepted = [p.strip() for p in (accepted_csv or self.default).split(",") if p.strip()]
+        if only is not None:
+            accepted = [only]
         methods = [
             (m.provider, m.token)
             for m in conn.execute(
@@ -117,7 +122,8 @@ class Billing:
         with self.engine.connect() as conn:
             n = self._attempts(conn, rental_id, "hold")
             try:
-                name, token = self.method_for(conn, r["user_id"], r["merchant_id"])
+                # a rental's later holds stay with its provider: its refunds and captures go there
+                name, token = self.method_for(conn, r["user_id"], r["merchant_id"], r["provider"])
             except Declined as e:
                 no_method = e
         key = rental_key(rental_id, "hold", n)
