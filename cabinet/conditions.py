@@ -20,7 +20,6 @@ cloud turns the events into alerts raised once and cleared (``cloud/fleet/alerti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from typing import Any
 from cabinet.config import Config
 from cabinet.controller import INVENTORY_SCANS, Controller
 from cabinet.ledger.events import decode_body
+from cabinet.tasks import cancel_and_wait
 from sync.events import EventType
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,7 @@ class ConditionWatch:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
 
     async def _run(self) -> None:
         while True:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from cabinet.ledger import BatteryState, LedgerRuleError, LedgerUnwritable, RentalState, SlotState
 from cabinet.observations import Observation
+from cabinet.tasks import cancel_and_wait
 from sync.events import EventType
 
 log = logging.getLogger(__name__)
@@ -515,9 +516,7 @@ class Controller:
     async def stop(self) -> None:
         """Cancel background work (a foreign pack offered back, a recovery wait) and wait for it;
         what it left open is settled by ``recover()`` at the next start."""
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait(list(self._background))
 
     async def recover(self, observations: Iterable[Observation]) -> None:
         """After a restart: settle rent requests that a crash or power cut left open.

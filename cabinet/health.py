@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cabinet.tasks import cancel_and_wait
 from cabinet.telemetry import TelemetryStore
 from models.features import MIN_SAMPLES
 from models.predictor import CRITERIA, FaultPredictor, ModelError, Prediction
@@ -72,8 +73,7 @@ class Health:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
 
     async def _loop(self) -> None:
         while True:

@@ -29,6 +29,7 @@ from cabinet.model_update import ModelUpdater
 from cabinet.observations import Observation
 from cabinet.passes import PassDesk
 from cabinet.sync_agent import SyncAgent
+from cabinet.tasks import cancel_and_wait
 from cabinet.telemetry import HardwareClock, TelemetryStore
 from cabinet.trust import Trust
 from cabinet.watchdog import Watchdog, notify
@@ -91,18 +92,6 @@ def to_observation(r: Any) -> Observation:
         faults=int(r.slot_faults or 0),
         charging=bool(r.charging),
     )
-
-
-async def cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel tasks until they are really done: on Python 3.11 ``asyncio.wait_for`` (used inside
-    pymodbus) can swallow one cancellation (gh-86296), and a single cancel would then hang stop()."""
-    pending = [t for t in tasks if not t.done()]
-    while pending:
-        for t in pending:
-            t.cancel()
-        _, still = await asyncio.wait(pending, timeout=1.0)
-        pending = list(still)
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @dataclass

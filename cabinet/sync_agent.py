@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from cabinet.commands import CommandHandler
 from cabinet.ledger import Ledger
+from cabinet.tasks import cancel_and_wait
 from cabinet.trust import Trust
 from sync.config import Config as SignedConfig
 from sync.errors import Duplicate, ProtocolError, SecurityRejection
@@ -132,9 +133,7 @@ class SyncAgent:
         ]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         for t in list(self._command_tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(t, 5)

@@ -13,6 +13,8 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+from cabinet.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 
@@ -101,6 +103,5 @@ class Watchdog:
     async def stop(self) -> None:
         notify("STOPPING=1")
         if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
             self._task = None

@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from cabinet.tasks import cancel_and_wait
+
 from . import api, kiosk, pages, tech
 from .auth import Credentials, Session, Sessions, SetupCode, Throttle
 from .common import COOKIE, STATIC, Handler, static_version
@@ -144,9 +146,7 @@ class WebUI:
     async def stop(self) -> None:
         self.cabinet.remove_listener(self.hub.on_domain)
         self.hub.close()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await self._runner.cleanup()
