@@ -388,11 +388,11 @@ class Controller:
         await self._until_readable([eject], self.settings.unreadable_wait_s)
         return eject.taken.is_set()
 
-    async def _scans_after(self, n: int, timeout: float) -> None:
-        """Wait (at most ``timeout``) until ``n`` more bus scans have been fed to ``on_scan``."""
+    async def _until_scanned(self, done: Callable[[], bool], timeout: float) -> None:
+        """Wait (at most ``timeout``) until ``done()`` holds, checking after each bus scan."""
         loop = asyncio.get_running_loop()
-        want, end = self.scans + n, loop.time() + timeout
-        while self.scans < want:
+        end = loop.time() + timeout
+        while not done():
             left = end - loop.time()
             if left <= 0:
                 return
@@ -402,21 +402,20 @@ class Controller:
                 except TimeoutError:
                     return
 
+    async def _scans_after(self, n: int, timeout: float) -> None:
+        """Wait (at most ``timeout``) until ``n`` more bus scans have been fed to ``on_scan``."""
+        want = self.scans + n
+        await self._until_scanned(lambda: self.scans >= want, timeout)
+
     async def _until_readable(self, ejects: list[_Eject], timeout: float) -> None:
         """Wait (at most ``timeout``) until one of ``ejects`` is taken or every slot reads known."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while not any(e.taken.is_set() for e in ejects) and not all(
-            self.observed.get(e.slot, _UNKNOWN).known for e in ejects
-        ):
-            left = end - loop.time()
-            if left <= 0:
-                return
-            async with self._scanned:
-                try:
-                    await asyncio.wait_for(self._scanned.wait(), left)
-                except TimeoutError:
-                    return
+        await self._until_scanned(
+            lambda: (
+                any(e.taken.is_set() for e in ejects)
+                or all(self.observed.get(e.slot, _UNKNOWN).known for e in ejects)
+            ),
+            timeout,
+        )
 
     async def _eject(self, req: RentRequest, slot: int) -> RentOutcome | None:
         """Pulse one slot's lock; None when it jammed (the caller tries another slot)."""
