@@ -220,8 +220,10 @@ KEYS: tuple[Key, ...] = (
         "unreadable_wait_s",
         float,
         10.0,
-        "How long an eject, or its recovery after a restart, waits for a slot board that does"
-        " not answer before it gives up on seeing the take (longer than the bus backoff).",
+        "How long an eject, or its recovery after a restart, waits past the eject timeout for"
+        " its slot to settle (the board answers again, the pack is taken or back in its seat,"
+        " the bus and the seat switch agree) before the rental is aborted (longer than the bus"
+        " backoff and the seat switch's lag).",
         min=0,
         max=60,
     ),

@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from cabinet.ledger import BatteryState, LedgerRuleError, LedgerUnwritable, RentalState, SlotState
@@ -27,6 +28,19 @@ log = logging.getLogger(__name__)
 #: battery seated later is a return from another cabinet (``battery_returned``, rental unknown
 #: here: the cloud matches it by serial number).
 INVENTORY_SCANS = 3
+
+
+class SlotNow(StrEnum):
+    """A slot as the last bus scan and its seat switch read it together."""
+
+    UNKNOWN = "unknown"  # the slot's board did not answer
+    SEATED = "seated"  # the bus reads a pack and the seat switch is closed
+    OUT = "out"  # the bus reads a pack and the seat switch is open: presented, not taken yet
+    EMPTY = "empty"  # no pack on the bus and the seat switch open: a pack here has left
+    UNSETTLED = "unsettled"  # no pack on the bus, seat switch still closed: one is behind the other
+
+
+_UNSETTLED = (SlotNow.UNKNOWN, SlotNow.UNSETTLED)
 
 
 class Locks(Protocol):
@@ -166,7 +180,7 @@ class Controller:
                 continue
             eject = self._ejecting.get(ob.slot)
             if eject is not None:
-                if not ob.present and not self.locks.is_seated(ob.slot):
+                if self._slot_now(ob.slot) == SlotNow.EMPTY:
                     eject.taken.set()
                 continue
             try:
@@ -190,6 +204,8 @@ class Controller:
             self._pending_return.pop(ob.slot, None)
             return
         if held and not ob.present:
+            if self._slot_now(ob.slot) == SlotNow.UNSETTLED:
+                return  # the seat switch still reads a pack: decide when the two agree
             await self.ledger.record(EventType.BATTERY_REMOVED_UNEXPECTED, slot=ob.slot, sn=held)
             log.warning("slot %d: battery %s left without an eject", ob.slot, held)
             await self._emit(EventType.BATTERY_REMOVED_UNEXPECTED, slot=ob.slot, sn=held)
@@ -366,10 +382,13 @@ class Controller:
     async def _taken(self, eject: _Eject) -> bool:
         """Wait up to the eject timeout for the presented battery to leave (bus and seat switch agree).
 
-        If the slot's board is not answering when the timeout ends, a take could not have been
-        seen: wait up to ``unreadable_wait_s`` more for the board to answer, then decide on
-        what it reads. Without this, a board that missed a few deadlines during the eject
-        turned a real take into an aborted rental and an unexpected removal (issue 12.1).
+        When the timeout ends with the slot not settled, wait up to ``unreadable_wait_s`` more,
+        scan by scan, until it is: the pack was taken, or it is back in its seat (see
+        :meth:`_slot_now`). Unsettled means the board does not answer (a take could not have been
+        seen), the pack is still out (a renter may take it late, and it is theirs: the rental
+        starts), or the bus and the seat switch disagree (one is a little behind the other). A
+        decision taken at the timeout itself turned each of these takes into an aborted rental
+        and an unexpected removal (issue 12.1, the crash soak's remaining failures).
         """
         try:
             await asyncio.wait_for(eject.taken.wait(), self.settings.eject_timeout_s)
@@ -377,16 +396,26 @@ class Controller:
             pass
         else:
             return True
-        if self.observed.get(eject.slot, _UNKNOWN).known:
-            # A last look: a take just before the timeout (or a seat switch a little behind the
-            # bus) is seen by the scans that follow it. Without this, the next scan recorded the
-            # pack as an unexpected removal (the crash soak's remaining 5 of 10,000 kills).
-            await self._scans_after(2, timeout=2.0)
-            return eject.taken.is_set()
-        log.warning("slot %d: its board does not answer, waiting for it to tell whether %s was taken",
-                    eject.slot, eject.sn)  # fmt: skip
-        await self._until_readable([eject], self.settings.unreadable_wait_s)
-        return eject.taken.is_set()
+        state = self._slot_now(eject.slot)
+        if state != SlotNow.SEATED:
+            log.warning("slot %d: %s not taken within %g s and the slot reads %s: waiting for it to settle",
+                        eject.slot, eject.sn, self.settings.eject_timeout_s, state)  # fmt: skip
+        await self._until_scanned(
+            lambda: eject.taken.is_set() or self._slot_now(eject.slot) in (SlotNow.SEATED, SlotNow.EMPTY),
+            self.settings.unreadable_wait_s,
+        )
+        return eject.taken.is_set() or self._slot_now(eject.slot) == SlotNow.EMPTY
+
+    def _slot_now(self, slot: int, ob: Observation | None = None) -> SlotNow:
+        """What the last scan (or ``ob``) and the seat switch say of ``slot`` together: the one
+        "pack left" rule of ejects, recovery and the removal check."""
+        ob = ob if ob is not None else self.observed.get(slot, _UNKNOWN)
+        if not ob.known:
+            return SlotNow.UNKNOWN
+        switch = self.locks.is_seated(slot)
+        if ob.present:
+            return SlotNow.SEATED if switch else SlotNow.OUT
+        return SlotNow.UNSETTLED if switch else SlotNow.EMPTY
 
     async def _until_scanned(self, done: Callable[[], bool], timeout: float) -> None:
         """Wait (at most ``timeout``) until ``done()`` holds, checking after each bus scan."""
@@ -402,17 +431,13 @@ class Controller:
                 except TimeoutError:
                     return
 
-    async def _scans_after(self, n: int, timeout: float) -> None:
-        """Wait (at most ``timeout``) until ``n`` more bus scans have been fed to ``on_scan``."""
-        want = self.scans + n
-        await self._until_scanned(lambda: self.scans >= want, timeout)
-
-    async def _until_readable(self, ejects: list[_Eject], timeout: float) -> None:
-        """Wait (at most ``timeout``) until one of ``ejects`` is taken or every slot reads known."""
+    async def _until_settled(self, ejects: list[_Eject], timeout: float) -> None:
+        """Wait (at most ``timeout``) until one of ``ejects`` is taken or every slot reads settled
+        (neither unknown nor with the bus and the seat switch disagreeing)."""
         await self._until_scanned(
             lambda: (
                 any(e.taken.is_set() for e in ejects)
-                or all(self.observed.get(e.slot, _UNKNOWN).known for e in ejects)
+                or all(self._slot_now(e.slot) not in _UNSETTLED for e in ejects)
             ),
             timeout,
         )
@@ -531,23 +556,19 @@ class Controller:
         for rental in await self.ledger.open_rentals():
             if rental.state != "requested":
                 continue
-            held = [
-                s
-                for s in await self.ledger.slots()
-                if s.sn and (o := obs.get(s.slot)) is not None and o.known
-            ]
+            slots = [s for s in await self.ledger.slots() if s.sn]
+            now = {s.slot: self._slot_now(s.slot, obs.get(s.slot, _UNKNOWN)) for s in slots}
             # the held battery left: the slot is empty (the bus and the seat switch agree), or
             # the bus reads another battery pushed in since
             gone = [
                 s
-                for s in held
-                if (not obs[s.slot].present and not self.locks.is_seated(s.slot))
-                or (obs[s.slot].has_battery and obs[s.slot].sn != s.sn)
+                for s in slots
+                if now[s.slot] == SlotNow.EMPTY
+                or ((o := obs.get(s.slot, _UNKNOWN)).has_battery and o.sn != s.sn)
             ]
-            presented = [s for s in held if obs[s.slot].present and not obs[s.slot].seated]
-            unknown = [
-                s.slot for s in await self.ledger.slots() if s.sn and not obs.get(s.slot, _UNKNOWN).known
-            ]
+            presented = [s for s in slots if now[s.slot] == SlotNow.OUT and s not in gone]
+            # unreadable, or the bus and the seat switch disagree: not known yet
+            unknown = [s.slot for s in slots if now[s.slot] in _UNSETTLED]
             req = RentRequest(
                 rental.rental_id, rental.source or "cloud", rental.user, rental.pass_id, rental.cmd_id
             )
@@ -555,9 +576,7 @@ class Controller:
                 # A slot that could hold this rental's pack cannot be read (its board missed the
                 # first scan). Guard those slots like an eject in progress and decide once their
                 # board answers, instead of aborting a take that may have happened.
-                guards = [
-                    _Eject(s.slot, s.sn) for s in await self.ledger.slots() if s.slot in unknown and s.sn
-                ]
+                guards = [_Eject(s.slot, s.sn) for s in slots if s.slot in unknown and s.sn]
                 for g in guards:
                     self._ejecting[g.slot] = g
                 await self._rent_lock.acquire()  # no other eject until this one is settled
@@ -603,14 +622,16 @@ class Controller:
         try:
             log.warning("rental %s: slots %s unreadable after the restart, waiting for their boards",
                         req.rental_id, [g.slot for g in guards])  # fmt: skip
-            await self._until_readable(guards, self.settings.unreadable_wait_s)
+            await self._until_settled(guards, self.settings.unreadable_wait_s)
             obs = {g.slot: self.observed.get(g.slot, _UNKNOWN) for g in guards}
             # taken: the slot reads empty with its seat switch open, or holds another pack now
             taken = [
                 g for g in guards
-                if g.taken.is_set() or (obs[g.slot].has_battery and obs[g.slot].sn != g.sn)
+                if g.taken.is_set()
+                or self._slot_now(g.slot) == SlotNow.EMPTY
+                or (obs[g.slot].has_battery and obs[g.slot].sn != g.sn)
             ]  # fmt: skip
-            presented = [g for g in guards if obs[g.slot].present and not obs[g.slot].seated]
+            presented = [g for g in guards if self._slot_now(g.slot) == SlotNow.OUT and g not in taken]
             if len(taken) == 1 and not presented:
                 log.warning("rental %s: its battery left slot %d while the cabinet was down", req.rental_id,
                             taken[0].slot)  # fmt: skip

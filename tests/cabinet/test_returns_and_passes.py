@@ -18,7 +18,8 @@ async def test_foreign_battery_is_given_back_and_recorded(rig) -> None:
 
 
 async def test_foreign_battery_left_in_place_quarantines_the_slot(make_rig) -> None:
-    rig = await make_rig(rent={"eject_timeout_s": 1.0})
+    # the pack stays out: the give-back waits unreadable_wait_s past the eject timeout for a late take
+    rig = await make_rig(rent={"eject_timeout_s": 1.0, "unreadable_wait_s": 0.5})
     rig.simcab.insert(6, sn="ZZ9")
     await rig.until(lambda: rig.ledger.slot(6), what="slot 6 to be recorded")
     await rig.until(lambda: _quarantined(rig, 6), what="slot 6 quarantined")

@@ -188,8 +188,12 @@ class CabinetMachine(RuleBasedStateMachine):
             presented = [s.number for s in self.sim.slots if s.presented]
             if presented and taken:
                 self.sim.take(presented[0])
+            elif not taken:
+                # an untaken pack is pushed back (reseat_after_s has passed); the cabinet waits
+                # for that past its timeout, as a late take would still be the renter's
+                self.sim.step(0.0)
             await self.scan()
-        self.sim.step(0.0)  # an untaken pack is pushed back (reseat_after_s has passed)
+        self.sim.step(0.0)
         await self.scan()
         return task.result()
 
@@ -258,6 +262,8 @@ class CabinetMachine(RuleBasedStateMachine):
         while self.controller._background:
             if taken_back and self.sim.slot(k).presented:
                 self.sim.take(k)
+            elif not taken_back:
+                self.sim.step(0.0)  # pushed back: the give-back settles
             await self.scan()
             if asyncio.get_running_loop().time() > deadline:
                 for t in self.controller._background:
