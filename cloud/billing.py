@@ -405,26 +405,75 @@ class Billing:
 
     # --- provider disputes (chargebacks) -------------------------------------------------
 
-    def book_chargeback(self, rental_id: str, amount: int, dispute_ref: str) -> bool:
+    def book_chargeback(self, rental_id: str, amount: int, dispute_ref: str, withdrawn: bool = False) -> bool:
         """A dispute the renter won at their bank or the provider: ``amount`` left provider
         clearing for them, so they owe it again (the rental's fee stands). Booked once per
-        dispute; the rental is flagged ``chargeback_lost``. True when this call booked it."""
+        dispute; the rental is flagged ``chargeback_lost``. True when this call booked it.
+
+        ``withdrawn``: the provider took the money when the dispute opened (Stripe; booked by
+        :meth:`book_dispute_withdrawal`), so the loss takes it out of what was withheld, and no
+        statement line matches it (``detail.withheld``)."""
         r = self._rental(rental_id)
         key = rental_key(rental_id, "chargeback", dispute_ref)
         with self.engine.begin() as conn:
             if self._recorded(conn, key):
                 return False
-            refundable = r["captured"] - r["refunded"]
-            part = max(0, min(amount, refundable))
-            self._payment(conn, r, "chargeback", dispute_ref, part, "succeeded", key, contested=amount)
+            if withdrawn:
+                part = self._withheld(conn, rental_id, dispute_ref)
+            else:
+                part = max(0, min(amount, r["captured"] - r["refunded"]))
+            self._payment(conn, r, "chargeback", dispute_ref, part, "succeeded", key, contested=amount,
+                          **({"withheld": True} if withdrawn else {}))  # fmt: skip
             conn.execute(
                 update(rentals)
                 .where(rentals.c.id == rental_id)
                 .values(refunded=rentals.c.refunded + part, flag="chargeback_lost", payment_status="due")
             )
             if part:
-                money.post_chargeback(conn, rental_money(r), part, dispute_ref, self.clock())
+                money.post_chargeback(
+                    conn, rental_money(r), part, dispute_ref, self.clock(), withdrawn=withdrawn
+                )
         return True
+
+    def book_dispute_withdrawal(self, rental_id: str, amount: int, dispute_ref: str) -> bool:
+        """The provider withheld ``amount`` (at most what is captured and not refunded) while the
+        dispute ``dispute_ref`` is open. Booked once per dispute; True when this call booked it."""
+        r = self._rental(rental_id)
+        key = rental_key(rental_id, "dispute_withdrawal", dispute_ref)
+        with self.engine.begin() as conn:
+            if self._recorded(conn, key):
+                return False
+            part = max(0, min(amount, r["captured"] - r["refunded"]))
+            self._payment(conn, r, "withheld", dispute_ref, part, "succeeded", key, contested=amount)
+            if part:
+                money.post_dispute_withdrawal(conn, rental_money(r), part, dispute_ref, self.clock())
+        return True
+
+    def book_dispute_reinstated(self, rental_id: str, dispute_ref: str) -> bool:
+        """A won dispute: what was withheld for it comes back. Booked once per dispute, and only
+        after its withdrawal; True when this call booked it."""
+        r = self._rental(rental_id)
+        key = rental_key(rental_id, "dispute_reinstated", dispute_ref)
+        with self.engine.begin() as conn:
+            if self._recorded(conn, key) or self._recorded(
+                conn, rental_key(rental_id, "chargeback", dispute_ref)
+            ):
+                return False
+            part = self._withheld(conn, rental_id, dispute_ref)
+            # the reference of Stripe's balance transaction that gives it back (StripeProvider.statement)
+            self._payment(conn, r, "reinstated", f"{dispute_ref}:reinstated", part, "succeeded", key)
+            if part:
+                money.post_dispute_reinstated(conn, rental_money(r), part, dispute_ref, self.clock())
+        return True
+
+    def _withheld(self, conn: Connection, rental_id: str, dispute_ref: str) -> int:
+        """What was withheld for ``dispute_ref`` on this rental (0 if no withdrawal is booked)."""
+        amount = conn.execute(
+            select(payments.c.amount).where(
+                payments.c.idempotency_key == rental_key(rental_id, "dispute_withdrawal", dispute_ref)
+            )
+        ).scalar()
+        return int(amount or 0)
 
     # --- settling a finished rental -----------------------------------------------------
 

@@ -26,6 +26,8 @@ from cloud.errors import CloudError
 from sync.events import RentalStatus
 
 PROVIDER_CLEARING = "provider:clearing"
+#: What a provider withheld from us while a dispute is open (Stripe withdraws at the open)
+PROVIDER_DISPUTED = "provider:disputed"
 PLATFORM_REVENUE = "platform:revenue"
 PLATFORM_BANK = "platform:bank"
 HOLDS_PROVIDER = "holds:provider"
@@ -247,13 +249,43 @@ def post_excess_refund(conn: Connection, r: RentalMoney, amount: int, n: int | s
     )
 
 
-def post_chargeback(conn: Connection, r: RentalMoney, amount: int, ref: str, at: float) -> int:
-    """A lost dispute: the provider took ``amount`` back from us for the renter, who owes it again."""
+def post_chargeback(
+    conn: Connection, r: RentalMoney, amount: int, ref: str, at: float, withdrawn: bool = False
+) -> int:
+    """A lost dispute: the provider took ``amount`` back from us for the renter, who owes it again.
+
+    ``withdrawn``: the provider already took it when the dispute opened (Stripe), so it comes
+    out of what is withheld (:func:`post_dispute_withdrawal`), not out of clearing again."""
+    source = PROVIDER_DISPUTED if withdrawn else PROVIDER_CLEARING
     return post(
         conn,
         "chargeback",
-        [Posting(renter(r.user_id), amount, r.currency), Posting(PROVIDER_CLEARING, -amount, r.currency)],
+        [Posting(renter(r.user_id), amount, r.currency), Posting(source, -amount, r.currency)],
         f"rental:{r.rental_id}:chargeback:{ref}",
+        at,
+        rental_id=r.rental_id,
+    )
+
+
+def post_dispute_withdrawal(conn: Connection, r: RentalMoney, amount: int, ref: str, at: float) -> int:
+    """The provider withheld ``amount`` of a captured payment while its dispute is open."""
+    return post(
+        conn,
+        "withheld",
+        [Posting(PROVIDER_DISPUTED, amount, r.currency), Posting(PROVIDER_CLEARING, -amount, r.currency)],
+        f"rental:{r.rental_id}:dispute_withdrawal:{ref}",
+        at,
+        rental_id=r.rental_id,
+    )
+
+
+def post_dispute_reinstated(conn: Connection, r: RentalMoney, amount: int, ref: str, at: float) -> int:
+    """A won dispute: what the provider withheld comes back to clearing."""
+    return post(
+        conn,
+        "reinstated",
+        [Posting(PROVIDER_CLEARING, amount, r.currency), Posting(PROVIDER_DISPUTED, -amount, r.currency)],
+        f"rental:{r.rental_id}:dispute_reinstated:{ref}",
         at,
         rental_id=r.rental_id,
     )
@@ -336,6 +368,13 @@ def _check_accounts(conn: Connection) -> list[Problem]:
                     f"negative balance {amount}: refunded more than captured",
                 )
             )
+        if account == PROVIDER_DISPUTED and amount < 0:
+            problems.append(
+                Problem(
+                    f"account {account} ({currency})",
+                    f"negative balance {amount}: more reinstated or charged back than withheld",
+                )
+            )
         if account.startswith("merchant:") and amount > 0:
             problems.append(
                 Problem(
@@ -360,6 +399,7 @@ class Booked:
     renter: int = 0
     holds: int = 0
     clearing: int = 0
+    disputed: int = 0  # withheld by the provider while a dispute is open
     merchant: int = 0
     revenue: int = 0
     fee: int = 0
@@ -409,6 +449,8 @@ def _booked_per_rental(conn: Connection) -> dict[str, Booked]:
             sums["holds"] += amount
         elif account == PROVIDER_CLEARING:
             sums["clearing"] += amount
+        elif account == PROVIDER_DISPUTED:
+            sums["disputed"] += amount
         elif account.startswith("merchant:"):
             sums["merchant"] += amount
         elif account == PLATFORM_REVENUE:
@@ -480,14 +522,27 @@ def _refunded_as_paid(b: RentalBooks) -> list[Problem]:
 
 
 def _clearing_is_captured_less_refunded(b: RentalBooks) -> list[Problem]:
-    """Provider clearing moved exactly what was captured less what was refunded."""
+    """Provider clearing (with what the provider withholds for an open dispute) moved exactly
+    what was captured less what was refunded."""
     r = b.rental
-    if b.booked.clearing != r["captured"] - r["refunded"]:
+    if b.booked.clearing + b.booked.disputed != r["captured"] - r["refunded"]:
         return [
             Problem(
                 b.where,
-                f"provider clearing moved {b.booked.clearing}, expected captured {r['captured']} - refunded {r['refunded']}",
+                f"provider clearing moved {b.booked.clearing}"
+                + (f" (+ {b.booked.disputed} withheld for a dispute)" if b.booked.disputed else "")
+                + f", expected captured {r['captured']} - refunded {r['refunded']}",
             )
+        ]
+    return []
+
+
+def _nothing_withheld_once_the_dispute_closed(b: RentalBooks) -> list[Problem]:
+    """What a provider withheld for a dispute is reinstated (won) or charged back (lost) by the
+    time the dispute is closed."""
+    if b.booked.disputed and b.rental["flag"] in ("chargeback_won", "chargeback_lost"):
+        return [
+            Problem(b.where, f"dispute closed ({b.rental['flag']}) but {b.booked.disputed} still withheld")
         ]
     return []
 
@@ -550,6 +605,7 @@ RENTAL_INVARIANTS: tuple[Callable[[RentalBooks], list[Problem]], ...] = (
     _captured_as_paid,
     _refunded_as_paid,
     _clearing_is_captured_less_refunded,
+    _nothing_withheld_once_the_dispute_closed,
     _renter_balance_is_fee_less_captured,
     _paid_means_settled,
     _holds_released_at_the_end,

@@ -123,11 +123,25 @@ def _apply(
                 add_alert(conn, r["cabinet_id"], "chargeback", "critical",
                           f"{provider} dispute on rental {r['id']}: {event.amount} {event.currency} contested",
                           at=now, event_id=key_of(provider, event))  # fmt: skip
+        case "dispute.funds_withdrawn" | "dispute.funds_reinstated":
+            # Stripe: the disputed amount left our balance at the open, and comes back if won.
+            # Each is booked once per dispute, whatever order the notifications come in.
+            dispute_ref = str(event.data.get("dispute_ref") or event.event_id)
+            service.billing.book_dispute_withdrawal(r["id"], int(event.amount or 0), dispute_ref)
+            if event.kind == "dispute.funds_reinstated":
+                service.billing.book_dispute_reinstated(r["id"], dispute_ref)
         case "dispute.closed":
             dispute_ref = str(event.data.get("dispute_ref") or event.event_id)
+            withdrawn = bool(event.data.get("withdraws_funds"))
+            if withdrawn:  # the withdrawal's own notification may not have come (yet)
+                service.billing.book_dispute_withdrawal(r["id"], int(event.amount or 0), dispute_ref)
             if event.data.get("outcome") == "lost":
-                service.billing.book_chargeback(r["id"], int(event.amount or 0), dispute_ref)
+                service.billing.book_chargeback(
+                    r["id"], int(event.amount or 0), dispute_ref, withdrawn=withdrawn
+                )
             else:
+                if withdrawn:
+                    service.billing.book_dispute_reinstated(r["id"], dispute_ref)
                 with engine.begin() as conn:
                     conn.execute(update(rentals).where(rentals.c.id == r["id"]).values(flag="chargeback_won"))
         case _:

@@ -11,6 +11,7 @@ the provider's, not a rental's).
 from __future__ import annotations
 
 import calendar
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,7 +23,14 @@ from cloud.db import merchant_payouts, payments
 from cloud.payments.provider import StatementLine
 
 FLEET = "*"  # alerts about the whole fleet's money
-SIGN = {"capture": 1, "refund": -1, "refund_excess": -1, "chargeback": -1}
+SIGN = {
+    "capture": 1,
+    "refund": -1,
+    "refund_excess": -1,
+    "chargeback": -1,
+    "withheld": -1,  # Stripe withholds the disputed amount at the open ...
+    "reinstated": 1,  # ... and gives it back when the dispute is won
+}
 
 
 @dataclass
@@ -70,8 +78,14 @@ def ours(engine: Engine, provider: str, day: date) -> dict[str, tuple[int, str]]
     lo, hi = day_bounds(day)
     out: dict[str, tuple[int, str]] = {}
     with engine.connect() as conn:
-        for ref, kind, amount, currency in conn.execute(
-            select(payments.c.provider_ref, payments.c.kind, payments.c.amount, payments.c.currency).where(
+        for ref, kind, amount, currency, detail in conn.execute(
+            select(
+                payments.c.provider_ref,
+                payments.c.kind,
+                payments.c.amount,
+                payments.c.currency,
+                payments.c.detail,
+            ).where(
                 payments.c.provider == provider,
                 payments.c.kind.in_(tuple(SIGN)),
                 payments.c.status.in_(("succeeded", "confirmed")),
@@ -80,6 +94,8 @@ def ours(engine: Engine, provider: str, day: date) -> dict[str, tuple[int, str]]
                 payments.c.provider_ref.is_not(None),
             )
         ):
+            if kind == "chargeback" and json.loads(detail or "{}").get("withheld"):
+                continue  # lost after a withdrawal: the provider's statement has no line for it
             if amount:
                 out[ref] = (SIGN[kind] * amount, currency)
         for ref, amount, currency in conn.execute(

@@ -82,6 +82,8 @@ EVENTS = (
     "refund.created",
     "refund.updated",
     "charge.dispute.created",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
     "charge.dispute.closed",
     "transfer.created",
     "transfer.reversed",
@@ -854,6 +856,16 @@ def _event(event: Mapping[str, Any]) -> ProviderEvent:
             dispute_ref=obj.get("id"),
             reason=obj.get("reason"),
         )
+    if type_ in ("charge.dispute.funds_withdrawn", "charge.dispute.funds_reinstated"):
+        # Stripe takes the disputed amount out of the balance when the dispute opens and gives
+        # it back if the dispute is won: two balance transactions the journal books too
+        return ev(
+            "dispute.funds_withdrawn" if type_.endswith("withdrawn") else "dispute.funds_reinstated",
+            obj.get("payment_intent"),
+            obj.get("amount"),
+            dispute_ref=obj.get("id"),
+            withdraws_funds=True,
+        )
     if type_ == "charge.dispute.closed":
         status = obj.get("status")
         return ev(
@@ -863,6 +875,7 @@ def _event(event: Mapping[str, Any]) -> ProviderEvent:
             dispute_ref=obj.get("id"),
             outcome="won" if status in ("won", "warning_closed") else "lost",
             status=status,
+            withdraws_funds=True,  # the loss moves nothing more at Stripe: it was withdrawn at the open
         )
     if type_ in ("transfer.created", "transfer.reversed"):
         meta = obj.get("metadata") or {}

@@ -133,3 +133,132 @@ async def test_a_card_that_needs_3d_secure_waits_for_the_renter_then_ejects(clie
     ]  # one eject, from the notification
     assert ctx.rentals.rental(body["rental_id"])["hold_status"] == "held"
     assert money.check(ctx.engine) == []
+
+
+async def paid_rental(client, fake) -> tuple:  # type: ignore[no-untyped-def]
+    """A renter with a saved card rents for 45 minutes and pays 4.00 EUR; (ctx, rental row)."""
+    ctx = client.server.app[CTX]
+    stripe = ctx.providers["stripe"]
+    ops = await login(client, "ops@example.com", operator=True)
+    await merchant_with_cabinet(client, ops, "EUR", "Europe/Berlin", TARIFF, ["stripe"], fake.add_account())
+    me = await login(client, "cy@example.com")
+    setup = await asyncio.to_thread(stripe.save_card, None, "user:cy:setup:0")
+    fake.confirm_setup(setup["setup_intent"], "4242424242424242")
+    token = await asyncio.to_thread(stripe.confirmed_card_token, setup["setup_intent"])
+    await client.post("/api/me/payment-methods", headers=me, json={"provider": "stripe", "token": token})
+    rent = await (await client.post("/api/rentals", headers=me, json={"cabinet_id": "CAB-1"})).json()
+    ctx.rentals.on_rental_started("CAB-1", CabinetEvent("CAB-1", 1, "e1", "rental_started", fake.now(), 10.0, "b",
+                                                        {"rental_id": rent["rental_id"], "sn": "S1"}))  # fmt: skip
+    fake.advance(45 * 60)
+    ctx.rentals.on_battery_returned("CAB-1", CabinetEvent("CAB-1", 2, "e2", "battery_returned", fake.now(),
+                                                          10.0 + 2700, "b", {"sn": "S1"}))  # fmt: skip
+    await asyncio.to_thread(fake.deliver, "fifo")
+    rental = ctx.rentals.rental(rent["rental_id"])
+    assert (rental["captured"], rental["payment_status"]) == (400, "paid")
+    return ctx, rental
+
+
+@pytest.mark.parametrize("won", [True, False], ids=["won", "lost"])
+@pytest.mark.parametrize("order", ["fifo", "lifo"])
+async def test_a_dispute_is_booked_as_stripe_moves_the_money_and_the_day_reconciles(
+    client, fake, won: bool, order: str
+) -> None:
+    """Stripe takes the disputed amount (and its fee) out of the balance when the dispute opens,
+    and gives the amount back if it is won. The journal books the withdrawal and the
+    reinstatement (before, a won dispute's reinstatement was a line the journal did not have,
+    and reconciliation reported it), whatever order the notifications arrive in, each once."""
+    ctx, rental = await paid_rental(client, fake)
+    dp = fake.open_dispute(rental["hold_ref"])
+    await asyncio.to_thread(fake.deliver, order, 2)
+    r = ctx.rentals.rental(rental["id"])
+    assert r["flag"] == "chargeback_open"
+    assert money.check(ctx.engine) == []  # withheld while open: clearing + disputed still add up
+    with ctx.engine.connect() as conn:
+        assert money.balances(conn)[(money.PROVIDER_DISPUTED, "EUR")] == 400
+
+    fake.close_dispute(dp, won=won)
+    await asyncio.to_thread(fake.deliver, order, 2)
+    r = ctx.rentals.rental(rental["id"])
+    assert r["flag"] == ("chargeback_won" if won else "chargeback_lost")
+    assert (r["refunded"], r["payment_status"]) == ((0, "paid") if won else (400, "due"))
+    with ctx.engine.connect() as conn:
+        assert money.balances(conn).get((money.PROVIDER_DISPUTED, "EUR"), 0) == 0
+        assert money.balances(conn).get((money.PROVIDER_CLEARING, "EUR"), 0) == (400 if won else 0)
+    assert money.check(ctx.engine) == []
+
+    day = datetime.fromtimestamp(fake.now(), UTC).date()
+    lines = await asyncio.to_thread(ctx.providers["stripe"].statement, day)
+    assert {ln.provider_ref for ln in lines if ln.kind == "dispute"} == (
+        {dp, f"{dp}:reinstated"} if won else {dp}
+    )
+    result = reconcile(ctx.engine, "stripe", lines, day, fake.now)
+    assert result.ok, [str(m) for m in result.mismatches]
+
+
+@pytest.fixture
+async def two_rails(aiohttp_client, db_url, fake):  # type: ignore[no-untyped-def]
+    """A cloud that speaks Stripe and the sandbox."""
+    cfg = CloudConfig(
+        database=db_url,
+        provider="stripe",
+        providers=["sandbox"],
+        provider_settings={"stripe": {"stripe_api_base": fake.url}},
+        scrypt_n=2**10,
+        webhook_secret="whsec-test",
+        mode="sandbox",
+    )
+    app = create_app(cfg, clock=fake.now, command_sink=lambda c: None, background=False)
+    c = await aiohttp_client(app)
+    fake.webhook_url = str(c.make_url("/api/payments/stripe/notify"))
+    return c
+
+
+async def test_a_rentals_later_holds_stay_with_the_provider_of_its_first(two_rails, fake) -> None:
+    """The renter adds a sandbox card after renting with Stripe. The Stripe hold lapses during a
+    long rental, so the fee needs a new hold at the return: it is placed at Stripe again, where
+    the rental's captures and refunds go, not with the newer method at another provider."""
+    client = two_rails
+    ctx = client.server.app[CTX]
+    stripe = ctx.providers["stripe"]
+    ops = await login(client, "ops@example.com", operator=True)
+    # the merchant prefers the sandbox rail; the renter has only a Stripe card at first
+    await merchant_with_cabinet(client, ops, "EUR", "Europe/Berlin", TARIFF, ["sandbox", "stripe"])
+    me = await login(client, "di@example.com")
+    setup = await asyncio.to_thread(stripe.save_card, None, "user:di:setup:0")
+    fake.confirm_setup(setup["setup_intent"], "4242424242424242")
+    token = await asyncio.to_thread(stripe.confirmed_card_token, setup["setup_intent"])
+    await client.post("/api/me/payment-methods", headers=me, json={"provider": "stripe", "token": token})
+    rent = await (await client.post("/api/rentals", headers=me, json={"cabinet_id": "CAB-1"})).json()
+    assert rent["provider"] == "stripe"
+    first_hold = ctx.rentals.rental(rent["rental_id"])["hold_ref"]
+    r = await client.post(
+        "/api/me/payment-methods", headers=me, json={"provider": "sandbox", "token": "tok_ok"}
+    )
+    assert r.status == 201, await r.text()  # newer than the Stripe card, and the merchant prefers it
+
+    ctx.rentals.on_rental_started("CAB-1", CabinetEvent("CAB-1", 1, "e1", "rental_started", fake.now(), 10.0, "b",
+                                                        {"rental_id": rent["rental_id"], "sn": "S1"}))  # fmt: skip
+    fake.advance(8 * 86400)  # past any card's authorization window: Stripe cancels the hold
+    await asyncio.to_thread(fake.deliver, "fifo")
+    ctx.rentals.on_battery_returned("CAB-1", CabinetEvent("CAB-1", 2, "e2", "battery_returned", fake.now(),
+                                                          10.0 + 8 * 86400, "b", {"sn": "S1"}))  # fmt: skip
+    rental = ctx.rentals.rental(rent["rental_id"])
+    assert (rental["provider"], rental["fee"], rental["captured"], rental["payment_status"]) == (
+        "stripe",
+        3000,
+        3000,
+        "paid",
+    )
+    assert rental["hold_ref"] != first_hold and fake.obj(rental["hold_ref"])["object"] == "payment_intent"
+    with ctx.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from cloud.db import payments
+
+        providers = set(
+            conn.execute(
+                select(payments.c.provider).where(payments.c.rental_id == rent["rental_id"])
+            ).scalars()
+        )
+    assert providers == {"stripe"}
+    assert money.check(ctx.engine) == []
