@@ -180,7 +180,7 @@ class Controller:
                 continue
             eject = self._ejecting.get(ob.slot)
             if eject is not None:
-                if self._slot_now(ob.slot) == SlotNow.EMPTY:
+                if self._gone(eject):
                     eject.taken.set()
                 continue
             try:
@@ -401,10 +401,17 @@ class Controller:
             log.warning("slot %d: %s not taken within %g s and the slot reads %s: waiting for it to settle",
                         eject.slot, eject.sn, self.settings.eject_timeout_s, state)  # fmt: skip
         await self._until_scanned(
-            lambda: eject.taken.is_set() or self._slot_now(eject.slot) in (SlotNow.SEATED, SlotNow.EMPTY),
+            lambda: eject.taken.is_set() or self._gone(eject) or self._slot_now(eject.slot) == SlotNow.SEATED,
             self.settings.unreadable_wait_s,
         )
-        return eject.taken.is_set() or self._slot_now(eject.slot) == SlotNow.EMPTY
+        return eject.taken.is_set() or self._gone(eject)
+
+    def _gone(self, eject: _Eject) -> bool:
+        """The ejected pack has left its slot: the slot reads empty (bus and seat switch agree),
+        or another pack sits there now (taken, and another pushed in before a scan saw the slot
+        empty: the crash soak's renter is that quick)."""
+        ob = self.observed.get(eject.slot, _UNKNOWN)
+        return self._slot_now(eject.slot) == SlotNow.EMPTY or (ob.has_battery and ob.sn != eject.sn)
 
     def _slot_now(self, slot: int, ob: Observation | None = None) -> SlotNow:
         """What the last scan (or ``ob``) and the seat switch say of ``slot`` together: the one

@@ -135,3 +135,21 @@ async def test_the_removal_check_waits_for_the_seat_switch(cabinet) -> None:
     cabinet.switches.seated[1] = False
     await c.on_scan([EMPTY])
     assert await _types(ledger) == [EventType.BATTERY_REMOVED_UNEXPECTED]
+
+
+async def test_a_pack_taken_and_another_pushed_in_between_two_scans_starts_the_rental(cabinet) -> None:
+    """The crash soak's quick renter: the ejected pack is taken and another one pushed into the
+    same slot before a scan saw it empty. Before, the slot read seated at the timeout, the rental
+    was aborted and the next scan booked the ejected pack as an unexpected removal."""
+    c = cabinet.controller
+    other = Observation(slot=1, known=True, present=True, seated=True, sn="PB000009", soc=40)
+    task = asyncio.create_task(c.rent(RentRequest("R-SWAP", "cloud", user="u1")))
+    await _scan_until(c, task, OUT, 0.1)
+    cabinet.switches.seated[1] = True  # the other pack is seated now
+    await _scan_until(c, task, other, 2.0)
+    out = await asyncio.wait_for(task, 1)
+    assert (out.status, out.sn) == ("started", SN)
+    for _ in range(3):
+        await c.on_scan([other])
+    assert EventType.BATTERY_REMOVED_UNEXPECTED not in await _types(cabinet.ledger)
+    assert (await cabinet.ledger.slot(1)).sn == "PB000009"  # and the other pack is a return
