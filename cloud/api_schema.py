@@ -47,7 +47,17 @@ TARIFF = obj(
 )
 DATE = {"type": "string", "format": "date"}
 # cloud.app answers 404 when one is not a number
-INTEGER_PATH_PARAMS = ("merchant_id", "dispute_id", "claim_id", "method_id")
+INTEGER_PATH_PARAMS = ("merchant_id", "dispute_id", "claim_id", "method_id", "venue_id")
+# issue 15: places, opening hours, phones (cloud/places.py, cloud/phone_auth.py)
+LAT = {"type": ["number", "null"], "minimum": -90, "maximum": 90}
+LON = {"type": ["number", "null"], "minimum": -180, "maximum": 180}
+HOURS = {
+    "type": ["string", "null"],
+    "minLength": 1,
+    "maxLength": 255,
+    "description": 'OpenStreetMap opening_hours, e.g. "Mo-Fr 07:00-22:00; Sa-Su 09:00-20:00" or "24/7"',
+}
+PHONE = {"type": "string", "pattern": "^[+][1-9][0-9]{6,14}$", "maxLength": 16, "description": "E.164"}
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/health", "health", "Liveness and schema revision", auth=None),
@@ -59,6 +69,18 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/login", "login", "Log in; returns a bearer token", auth=None,
           body=obj(["email", "password"], email=STR, password={"type": "string", "minLength": 1, "maxLength": 1024}),
           responses={401: "wrong email or password", 429: "too many failed logins (see Retry-After)"}),
+    Route("POST", "/api/auth/sms/start", "sms_start",
+          "Send a one-time sign-in code by SMS to an E.164 number (a new code replaces a pending one)", auth=None,
+          ok=202, body=obj(["phone"], phone=PHONE),
+          responses={429: "too many codes for this phone or from this address (see Retry-After)",
+                     503: "the SMS backend could not send the message"}),
+    Route("POST", "/api/auth/sms/verify", "sms_verify",
+          "Sign in with the code, or sign up (a renter account) on a phone's first verify; returns a bearer "
+          "token like /api/login. With the bearer token of a signed-in renter, the phone is added to that account",
+          auth=None, body=obj(["phone", "code"], phone=PHONE, code={"type": "string", "pattern": "^[0-9]{6}$"}),
+          responses={401: "wrong, expired, used or void code (or a bad bearer token)",
+                     409: "the phone signs in another account",
+                     429: "too many codes tried from this address (see Retry-After)"}),
     Route("POST", "/api/logout", "logout", "End this session", ok=204),
     Route("GET", "/api/me", "me", "The logged-in account"),
     Route("DELETE", "/api/me", "delete_me", "Delete the account (personal data erased, money records kept)", ok=204),
@@ -66,6 +88,10 @@ ROUTES: tuple[Route, ...] = (
           body=obj(["card_token"], card_token={"type": "string", "minLength": 1, "maxLength": 200})),
     Route("GET", "/api/me/rentals", "my_rentals", "The account's rentals, newest first"),
     Route("GET", "/api/me/rentals/{rental_id}/receipt", "my_receipt", "Receipt of one rental", responses={404: "no such rental"}),
+    Route("GET", "/api/me/rentals/{rental_id}", "my_rental",
+          "One of the account's rentals as the app follows it live: phase of the eject (confirming, sending, "
+          "presenting, refused, active, closed, purchased, aborted with a reason), slot, fee so far and when it "
+          "next goes up, the hold (amount, status, released)", responses={404: "no such rental in this account"}),
     Route("POST", "/api/me/rentals/{rental_id}/disputes", "open_dispute",
           "Dispute one of the account's rentals (reason; optional amount claimed, at most what was paid)", ok=201,
           body=obj(["reason"], reason={"type": "string", "minLength": 1, "maxLength": 2000},
@@ -114,8 +140,17 @@ ROUTES: tuple[Route, ...] = (
                            provider={"type": "string", "enum": ["sandbox", "stripe", "wechat", "alipay"]}),
           responses={400: "more than owed, or an unknown provider", 404: "no such merchant"}),
     Route("GET", "/api/merchants/{merchant_id}/payouts", "list_payouts", "A merchant's payouts", auth="operator"),
-    Route("POST", "/api/merchants/{merchant_id}/venues", "create_venue", "Add a venue", auth="operator", ok=201,
-          body=obj(["name"], name=STR, address={"type": ["string", "null"], "maxLength": 500})),
+    Route("POST", "/api/merchants/{merchant_id}/venues", "create_venue",
+          "Add a venue (optionally where it is: lat and lon together, and its opening hours)", auth="operator", ok=201,
+          body=obj(["name"], name=STR, address={"type": ["string", "null"], "maxLength": 500}, lat=LAT, lon=LON,
+                   opening_hours=HOURS),
+          responses={404: "no such merchant"}),
+    Route("PATCH", "/api/venues/{venue_id}", "update_venue",
+          "Change a venue: name, address, lat and lon (together; null for both clears), opening_hours (null: "
+          "unknown); audited", auth="operator",
+          body=obj([], name=STR, address={"type": ["string", "null"], "maxLength": 500}, lat=LAT, lon=LON,
+                   opening_hours=HOURS),
+          responses={404: "no such venue"}),
     Route("GET", "/api/merchants/{merchant_id}/settlement", "settlement", "Settlement report (JSON or CSV)",
           auth="operator",
           query=(("from", DATE, True), ("to", DATE, True), ("format", {"type": "string", "enum": ["json", "csv"]}, False))),
@@ -123,6 +158,17 @@ ROUTES: tuple[Route, ...] = (
           auth="operator", ok=201,
           body=obj(["name", "tariff"], name=STR, merchant_id={"type": ["integer", "null"]}, default={"type": "boolean"},
                    tariff=TARIFF)),
+    Route("GET", "/api/cabinets/nearby", "nearby_cabinets",
+          "Cabinets near a point, nearest first: venue (with open_now), distance_m, online, packs_ready, "
+          "free_slots, tariff_text (public: no sign-in)", auth=None,
+          query=(("lat", {"type": "number", "minimum": -90, "maximum": 90}, True),
+                 ("lon", {"type": "number", "minimum": -180, "maximum": 180}, True),
+                 ("limit", {"type": "integer", "minimum": 1, "maximum": 100}, False),
+                 ("radius_m", {"type": "integer", "minimum": 1, "maximum": 50000}, False))),
+    Route("GET", "/api/cabinets/{cabinet_id}/public", "cabinet_public",
+          "A cabinet's page (what its kiosk QR code opens): venue, online, packs_ready, free_slots, the tariff "
+          "as numbers and in words (en, zh), the hold a rental takes (public: no sign-in)", auth=None,
+          responses={404: "unknown cabinet"}),
     Route("POST", "/api/cabinets", "create_cabinet", "Register a cabinet at a venue", auth="operator", ok=201,
           body=obj(["id"], id={"type": "string", "pattern": CABINET_ID_PATTERN},
                    venue_id={"type": ["integer", "null"]}, tariff_id={"type": ["integer", "null"]},
@@ -150,6 +196,9 @@ ROUTES: tuple[Route, ...] = (
                      402: "no card on file, or the card refused the pass's holds (max_rentals x the fleet's "
                           "highest rental cap, placed before the pass is signed)"}),
     Route("GET", "/api/me/passes/{pass_id}", "get_pass", "One of the account's passes again (same QR text)",
+          responses={404: "no such pass in this account"}),
+    Route("GET", "/api/me/passes/{pass_id}/qr.svg", "my_pass_qr",
+          "One of the account's passes as a QR code (image/svg+xml) for a cabinet's code reader",
           responses={404: "no such pass in this account"}),
     Route("GET", "/api/fleet/cabinets", "fleet_cabinets",
           "Every cabinet: online state, last seen, reported backlog, applied seq, open alerts", auth="operator"),

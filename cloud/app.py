@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -54,10 +55,15 @@ from cloud.payments import SIGNATURE_HEADER, PaymentError, SandboxProvider, Webh
 from cloud.payments.registry import build_providers, is_real
 from cloud.payments.webhooks import NotificationIgnored
 from cloud.payouts import pay_merchant, payouts_of
+from cloud.phone_auth import PhoneSignIn
+from cloud.places import Places
 from cloud.pricing import Tariff
 from cloud.provider_events import EventOutcome, apply_provider_event, replay_unmatched
+from cloud.public_http import PublicHandlers
 from cloud.rentals import EjectCommand, RentalError, RentalService
+from cloud.renter import RenterHandlers, add_app_routes
 from cloud.settlement import settlement
+from cloud.sms import build_sender
 from cloud.users import (
     Accounts,
     NotAuthenticated,
@@ -115,6 +121,18 @@ class CloudContext:
             signup_window_s=config.signup_window_s,
         )
         self.trusted_proxies = tuple(ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies)
+        self.places = Places(self.engine, clock)  # venues' places and hours, nearby, public cabinet pages
+        self.phone_sign_in = PhoneSignIn(
+            self.engine,
+            self.accounts,
+            build_sender(config),
+            clock,
+            code_ttl_s=config.sms_code_ttl_s,
+            max_attempts=config.sms_max_attempts,
+            max_per_phone=config.sms_max_per_phone,
+            max_per_ip=config.sms_max_per_ip,
+            window_s=config.sms_window_s,
+        )
         self.signatures = Signatures(self.engine, self.rentals, lambda: self.signer, clock)
         self.fleet: FleetLink | None = None
         if config.broker_host:
@@ -226,6 +244,7 @@ def create_app(
     api = _Handlers(ctx)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _wrap(route, getattr(api, route.handler)))
+    add_app_routes(app, config)  # the renter app's pages at /app/ (cloud/renter)
     if background:
         app.cleanup_ctx.append(_sweeper)
     if ctx.fleet is not None:
@@ -426,6 +445,7 @@ def validate(value: Any, schema: dict[str, Any], where: str) -> list[str]:
             "boolean": isinstance(value, bool),
             "null": value is None,
             "array": isinstance(value, list),
+            "number": isinstance(value, int | float) and not isinstance(value, bool),
         }
         if not any(ok.get(k, False) for k in kinds):
             return [f"{where} must be {' or '.join(kinds)}"]
@@ -454,8 +474,10 @@ def validate(value: Any, schema: dict[str, Any], where: str) -> list[str]:
             problems.append(f"{where} must be one of {schema['enum']}")
         if "\x00" in value:
             problems.append(f"{where} must not contain NUL characters")
-    elif isinstance(value, int) and not isinstance(value, bool):
-        if value < schema.get("minimum", -(10**18)) or value > schema.get("maximum", 10**18):
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{where} must be a finite number")
+        elif value < schema.get("minimum", -(10**18)) or value > schema.get("maximum", 10**18):
             problems.append(f"{where} must be between {schema.get('minimum')} and {schema.get('maximum')}")
     return problems
 
@@ -465,7 +487,14 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _user_json(u: User) -> dict[str, Any]:
-    return {"id": u.id, "email": u.email, "name": u.name, "role": u.role, "has_card": u.has_card}
+    return {
+        "id": u.id,
+        "email": u.email,
+        "name": u.name,
+        "role": u.role,
+        "has_card": u.has_card,
+        "phone": u.phone,
+    }
 
 
 def _dispute_json(d: Dispute, for_renter: bool = False) -> dict[str, Any]:
@@ -485,11 +514,17 @@ def _date(request: web.Request, name: str) -> date:
         raise BadRequest(f"query parameter {name}={raw!r} is not a date YYYY-MM-DD") from e
 
 
-class _Handlers(FleetHandlers):
+class _Handlers(FleetHandlers, PublicHandlers, RenterHandlers):
     """One coroutine per route of api_schema.ROUTES, named by its ``handler``."""
 
     def __init__(self, ctx: CloudContext) -> None:
         self.ctx = ctx
+
+    def client_ip(self, request: web.Request) -> str:
+        return client_address(request, self.ctx.trusted_proxies)
+
+    def user_json(self, user: User) -> dict[str, Any]:
+        return _user_json(user)
 
     async def health(self, request: web.Request, user: None, body: None) -> web.Response:
         revision = await asyncio.to_thread(schema_revision, self.ctx.engine)
@@ -694,8 +729,11 @@ class _Handlers(FleetHandlers):
 
     async def create_venue(self, request: web.Request, user: User, body: dict) -> web.Response:
         mid = int(request.match_info["merchant_id"])
-        vid = await asyncio.to_thread(self.ctx.catalog.create_venue, mid, body["name"], body.get("address"))
-        return _json({"id": vid, "merchant_id": mid, "name": body["name"]}, 201)
+        venue = await asyncio.to_thread(
+            self.ctx.places.create_venue, mid, body["name"], body.get("address"),
+            body.get("lat"), body.get("lon"), body.get("opening_hours"),
+        )  # fmt: skip
+        return _json(venue, 201)
 
     async def settlement(self, request: web.Request, user: User, body: None) -> web.Response:
         mid = int(request.match_info["merchant_id"])

@@ -17,6 +17,8 @@ from cloud.errors import CloudError
 MODES = ("production", "sandbox", "demo")
 PROVIDERS = ("sandbox", "stripe", "wechat", "alipay")
 """The payment providers the cloud can speak (cloud/payments/registry.py builds them)."""
+SMS_BACKENDS = ("log",)
+"""What can send the phone sign-in codes (cloud/sms.py builds them)."""
 DEFAULT_WEBHOOK_SECRET = "sandbox-webhook-secret"
 """Public (it is in this repository): ``check_startable`` refuses it outside sandbox and demo mode."""
 
@@ -98,6 +100,29 @@ class CloudConfig:
         default=10, metadata={"help": "sign-ups (POST /api/users) per client IP per signup window"}
     )
     signup_window_s: int = field(default=3600, metadata={"help": "window of the sign-up rate limit, seconds"})
+    sms_backend: str = field(
+        default="log",
+        metadata={
+            "help": "sends the phone sign-in codes (cloud/sms.py): log (development and demo: the code goes to "
+            "the cloud's log); a real SMS gateway is a backend implementing cloud.sms.SmsSender"
+        },
+    )
+    sms_code_ttl_s: int = field(
+        default=300, metadata={"help": "a phone sign-in code expires after this long"}
+    )
+    sms_max_attempts: int = field(
+        default=5, metadata={"help": "wrong tries of one sign-in code before it is void (ask for a new one)"}
+    )
+    sms_max_per_phone: int = field(
+        default=5, metadata={"help": "sign-in codes sent to one phone per sms_window_s"}
+    )
+    sms_max_per_ip: int = field(
+        default=20,
+        metadata={"help": "sign-in codes asked for (and codes tried) per client IP per sms_window_s"},
+    )
+    sms_window_s: int = field(
+        default=900, metadata={"help": "window of the phone sign-in rate limits, seconds"}
+    )
     trusted_proxies: list = field(
         default_factory=list,
         metadata={
@@ -154,6 +179,17 @@ class CloudConfig:
         default="",
         metadata={"help": "the broker's CRL (PEM) to watch; empty: <data_dir>/pki/crl.pem if present"},
     )
+    app_tile_url: str = field(
+        default="https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        metadata={
+            "help": "map tiles of the renter app (/app/, docs/renter-app.md): an http(s) URL template with {z}, "
+            "{x}, {y} (and {s} as the host's first label); its host is allowed in the app's CSP; empty: no tiles"
+        },
+    )
+    app_tile_attribution: str = field(
+        default="© OpenStreetMap contributors",
+        metadata={"help": "the credit the tile provider asks for, shown on the app's map (plain text)"},
+    )
 
     @classmethod
     def load(cls, path: str | Path) -> CloudConfig:
@@ -206,6 +242,11 @@ class CloudConfig:
             "confirm_timeout_s",
             "debt_retry_s",
             "debt_retry_max_s",
+            "sms_code_ttl_s",
+            "sms_max_attempts",
+            "sms_max_per_phone",
+            "sms_max_per_ip",
+            "sms_window_s",
         ):
             if getattr(cfg, key) <= 0:
                 raise ConfigError(f"{source}: cloud.{key} must be positive")
@@ -214,6 +255,10 @@ class CloudConfig:
                 raise ConfigError(
                     f"{source}: payment provider {name!r} unknown (known: {', '.join(PROVIDERS)})"
                 )
+        if cfg.sms_backend not in SMS_BACKENDS:
+            raise ConfigError(
+                f"{source}: cloud.sms_backend must be one of {', '.join(SMS_BACKENDS)}, got {cfg.sms_backend!r}"
+            )
         if cfg.mode not in MODES:
             raise ConfigError(f"{source}: cloud.mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
         for cidr in cfg.trusted_proxies:

@@ -55,7 +55,9 @@ users = Table(
     Column("card_token", Text),
     Column("created_at", Float, nullable=False),
     Column("deleted_at", Float),
+    Column("phone", String(16)),  # E.164, verified by a one-time code (cloud/phone_auth.py)
     CheckConstraint("role in ('renter', 'operator')", name="role"),
+    Index("ix_users_phone", "phone", unique=True),  # one account per phone (NULLs do not collide)
 )
 
 sessions = Table(
@@ -83,6 +85,18 @@ auth_throttle = Table(
     Column("key", String(400), primary_key=True),
     Column("window_start", Float, nullable=False),
     Column("count", Integer, nullable=False),
+)
+
+# one pending sign-in code per phone (cloud/phone_auth.py): only its salted hash is kept
+sms_codes = Table(
+    "sms_codes",
+    metadata,
+    Column("phone", String(16), primary_key=True),
+    Column("salt", String(32), nullable=False),
+    Column("code_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
 )
 
 merchants = Table(
@@ -118,6 +132,11 @@ venues = Table(
     Column("name", Text, nullable=False),
     Column("address", Text),
     Column("created_at", Float, nullable=False),
+    # where the renter finds it (WGS 84 degrees; both or neither) and when it is open (OSM opening_hours)
+    Column("lat", Float),
+    Column("lon", Float),
+    Column("opening_hours", Text),
+    Index("ix_venues_lat_lon", "lat", "lon"),  # the nearby query's bounding box (cloud/places.py)
 )
 
 cabinets = Table(

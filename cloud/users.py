@@ -28,6 +28,9 @@ from sync.events import RentalStatus
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$")
 MIN_PASSWORD = 10
+PHONE_ONLY_EMAIL = "@phone.invalid"
+"""``users.email`` of an account made by phone sign-in (the column is the unique, NOT NULL login
+name; this reserved domain can never be registered or receive mail, and the API shows null)."""
 
 
 class UserError(CloudError, ValueError):
@@ -92,10 +95,11 @@ class NotAuthenticated(UserError):
 @dataclass(frozen=True)
 class User:
     id: int
-    email: str
+    email: str | None  # None: an account made by phone sign-in (no email)
     name: str | None
     role: str
     has_card: bool
+    phone: str | None = None  # E.164, verified by a one-time code (cloud/phone_auth.py)
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,11 @@ def check_password(password: str, encoded: str | None) -> bool:
     except ValueError:
         return False
     return hmac.compare_digest(got.hex(), digest)
+
+
+def _user(row: Any) -> User:
+    email = None if row.email.endswith(PHONE_ONLY_EMAIL) else row.email
+    return User(row.id, email, row.name, row.role, bool(row.card_token), row.phone)
 
 
 def _token_hash(token: str) -> str:
@@ -196,7 +205,7 @@ class Accounts:
                 retry = int(start + self.signup_window_s - now) + 1
                 raise SignupThrottled(f"too many sign-ups from this ip; retry in {retry} s", retry)
         email = email.strip().lower()
-        if not EMAIL.match(email):
+        if not EMAIL.match(email) or email.endswith(PHONE_ONLY_EMAIL):
             raise UserError(f"email {email!r} does not look like an address")
         if len(password) < MIN_PASSWORD:
             raise UserError(f"password must have at least {MIN_PASSWORD} characters")
@@ -221,7 +230,7 @@ class Accounts:
             ).first()
         if row is None:
             raise UserError(f"no user {user_id}")
-        return User(row.id, row.email, row.name, row.role, bool(row.card_token))
+        return _user(row)
 
     def login(self, email: str, password: str, ip: str = "unknown") -> Session:
         """Check the password and open a session; refused after too many recent failures.
@@ -251,7 +260,6 @@ class Accounts:
         if not ok:
             raise LoginFailed("wrong email or password")
         assert row is not None
-        token = secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
             conn.execute(delete(auth_throttle).where(auth_throttle.c.key == f"account:{email}"))
             conn.execute(
@@ -259,15 +267,22 @@ class Accounts:
                 .where(auth_throttle.c.key == f"ip:{ip}", auth_throttle.c.count > 0)
                 .values(count=auth_throttle.c.count - 1)
             )
-            conn.execute(
-                insert(sessions).values(
-                    token_hash=_token_hash(token),
-                    user_id=row.id,
-                    created_at=now,
-                    expires_at=now + self.session_ttl_s,
-                )
+            return self.open_session(conn, row.id)
+
+    def open_session(self, conn: Connection, user_id: int) -> Session:
+        """A new session of ``user_id`` in the caller's transaction (its token is shown once)."""
+        now = self.clock()
+        token = secrets.token_urlsafe(32)
+        conn.execute(
+            insert(sessions).values(
+                token_hash=_token_hash(token),
+                user_id=user_id,
+                created_at=now,
+                expires_at=now + self.session_ttl_s,
             )
-        return Session(token, self.get(row.id), now + self.session_ttl_s)
+        )
+        user = _user(conn.execute(select(users).where(users.c.id == user_id)).one())
+        return Session(token, user, now + self.session_ttl_s)
 
     def authenticate(self, token: str | None) -> User:
         """The user a bearer token belongs to; raises NotAuthenticated."""
@@ -380,6 +395,7 @@ class Accounts:
                 .where(users.c.id == user_id)
                 .values(
                     email=f"deleted-{user_id}@invalid",
+                    phone=None,
                     name=None,
                     password_hash=None,
                     card_token=None,

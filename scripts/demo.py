@@ -7,9 +7,15 @@ simulator over a pseudo-terminal (Modbus RTU) and the GPIO link). State lives in
 
 Options: ``--cabinets N`` (default 2), ``--slots N`` (default 12), ``--check`` (start, wait until
 every part is healthy, print the URLs and stop: used by the test suite), ``--fresh`` (forget the
-previous run's state), ``--provider sandbox|stripe-fake`` (the payment provider: the built-in
-sandbox, or Stripe through its real SDK against the local fake of the tests, which then runs in
-this process and posts its signed webhooks to the cloud).
+previous run's state), ``--provider sandbox|stripe-fake|wechat-fake|alipay-fake`` (the payment
+provider: the built-in sandbox, or Stripe, WeChat Pay Score or Alipay through their real SDKs
+against the local fakes of the tests, which then run in this process and post their signed
+notifications to the cloud; keys are made at start and given to the cloud by its environment).
+
+WeChat Pay Score and Alipay take CNY (the demo's merchant is then in Asia/Shanghai) and need the
+renter's confirmation in their apps before a battery is ejected: the demo plays it through the
+fake (``scripts/demo_providers.py``), in the ``--check`` journey and for ``app.py rent``, which
+hands the demo what the phone would open.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from demo_app import place_venues, qr_text, sms_sign_in
+from demo_providers import CHOICES, Rail, Refused, rail
+
+from sync.amounts import format_duration, format_money
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM_SPEED = 60  # sim seconds per real second: charging and ageing you can watch
@@ -81,8 +92,8 @@ class Demo:
     var: Path
     cabinets: int
     slots: int
-    provider: str = "sandbox"  # sandbox | stripe-fake
-    stripe: object = None  # the fake (tests/fakes/stripe_fake.py) when provider is stripe-fake
+    provider: str = "sandbox"  # sandbox | stripe-fake | wechat-fake | alipay-fake
+    rail: Rail = field(default_factory=Rail)  # the provider, and its fake running in this process
     procs: list[subprocess.Popen] = field(default_factory=list)
     urls: list[tuple[str, str]] = field(default_factory=list)
     cabs: list[dict] = field(default_factory=list)
@@ -101,8 +112,7 @@ class Demo:
         return p
 
     def stop(self) -> None:
-        if self.stripe is not None:
-            self.stripe.stop()  # type: ignore[attr-defined]
+        self.rail.stop()
         for p in reversed(self.procs):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -128,21 +138,10 @@ class Demo:
         cloud_dir = self.var / "cloud"
         cloud_dir.mkdir(exist_ok=True)
         conf = cloud_dir / "cloud.toml"
-        payments, env = "", {}
-        if self.provider == "stripe-fake":
-            sys.path.insert(0, str(ROOT))
-            from tests.fakes.stripe_fake import StripeFake
-
-            fake = StripeFake().start()
-            fake.auto_deliver = True  # webhooks go out by themselves, signed, to the cloud
-            fake.webhook_url = f"http://127.0.0.1:{port}/api/payments/stripe/notify"
-            self.stripe = fake
-            env = {"STRIPE_SECRET_KEY": fake.api_key, "STRIPE_WEBHOOK_SECRET": fake.webhook_secret}
-            payments = (
-                'provider = "stripe"\n'
-                f'[cloud.provider_settings.stripe]\nstripe_api_base = "{fake.url}"\n'
-            )  # keys: the environment of the cloud process, never the file
-            self.urls.append(("Stripe (local fake of the tests, real SDK)", fake.url))
+        # the fake (if any) starts here; its keys reach the cloud by its environment, never the file
+        payments = self.rail.start(port)
+        env = self.rail.env
+        self.urls += self.rail.urls
         conf.write_text(
             "[cloud]\n"
             f'database = "{cloud_dir / "cloud.db"}"\n'
@@ -152,11 +151,13 @@ class Demo:
         p = self.spawn("cloud", [str(BIN / "cabinet-cloud"), "serve", "--config", str(conf)], env)
         wait_until(lambda: get_json(f"http://127.0.0.1:{port}/api/health"), 60, "the cloud", [p])
         self.urls.append(("Cloud API (OpenAPI document)", f"http://127.0.0.1:{port}/api/openapi.json"))
+        self.urls.append(("Renter app (phone; kiosk QR codes open it)", f"http://127.0.0.1:{port}/app/"))
         self.cloud_url, self.cloud_conf = f"http://127.0.0.1:{port}", conf
         return port, cloud_key_lines(cloud_dir)
 
     def bootstrap_cloud(self) -> None:
-        """An operator, a merchant with a venue and a tariff, the cabinets, and a renter with a sandbox card.
+        """An operator, a merchant with a venue and a tariff, the cabinets, and a renter with a sandbox
+        card or the provider's saved payment method.
 
         Passwords are generated here and kept only in var/demo/app-session.json (mode 0600).
         """
@@ -204,8 +205,8 @@ class Demo:
                 {
                     "name": "Cafe Aurora (demo)",
                     "revenue_share_bp": 3000,
-                    "currency": "EUR",
-                    "timezone": "Europe/Berlin",
+                    "currency": self.rail.merchant["currency"],
+                    "timezone": self.rail.merchant["timezone"],
                 },
             )
             session["merchant_id"] = m["id"]
@@ -220,26 +221,20 @@ class Demo:
                     "name": "demo hourly",
                     "merchant_id": m["id"],
                     "default": True,
-                    "tariff": {
-                        "currency": "EUR",
-                        "price_per_period": 200,
-                        "period_minutes": 60,
-                        "free_minutes": 5,
-                        "daily_cap": 1000,
-                        "total_cap": 3500,
-                        "timezone": "Europe/Berlin",
-                    },
+                    "tariff": dict(self.rail.tariff),
                 },
             )
             session["tariff_id"] = t["id"]
-        for c in self.cabs:
+        venue_ids = place_venues(call, base, op, session, self.rail.merchant["timezone"])  # two places nearby
+        for i, c in enumerate(self.cabs):
             if c["id"] not in session.setdefault("cabinets", []):
+                venue = venue_ids[min(i, len(venue_ids) - 1)]
                 call(
                     base,
                     "POST",
                     "/api/cabinets",
                     op,
-                    {"id": c["id"], "venue_id": session["venue_id"], "tariff_id": session["tariff_id"]},
+                    {"id": c["id"], "venue_id": venue, "tariff_id": session["tariff_id"]},
                 )
                 session["cabinets"].append(c["id"])
         renter = session.setdefault("renter_email", "renter@demo.invalid")
@@ -253,30 +248,43 @@ class Demo:
             session["token"] = call(base, "POST", "/api/login", body={"email": renter, "password": pw})[
                 "token"
             ]
-            if self.stripe is None:
+            if self.rail.provider == "sandbox":
                 call(base, "PUT", "/api/me/card", session["token"], {"card_token": "tok_ok"})
-        if self.stripe is not None and not session.get("stripe_card"):
-            session["stripe_card"] = self.save_stripe_card()
+        if self.rail.provider != "sandbox" and not session.get("payment_method"):
+            token, label = self.rail.renter_method(session)  # what the phone's provider flow gave
             call(base, "POST", "/api/me/payment-methods", session["token"],
-                 {"provider": "stripe", "token": session["stripe_card"], "label": "Visa 4242 (Stripe fake)"})  # fmt: skip
-        if self.stripe is not None:
+                 {"provider": self.rail.provider, "token": token, "label": label})  # fmt: skip
+            session["payment_method"] = label
+        if self.rail.provider != "sandbox":
             call(base, "PUT", f"/api/merchants/{session['merchant_id']}/payments", op,
-                 {"providers": ["stripe"], "payout_account": self.stripe.add_account()})  # fmt: skip
+                 {"providers": [self.rail.provider], "payout_account": self.rail.payout_account()})  # fmt: skip
+        if self.rail.needs_confirmation:  # app.py rent hands the demo what the phone would open
+            session["phone_dir"] = str(self.phone_dir())
+        try:  # the renter's phone signs in too: the code is in the cloud's log (sms_backend = log)
+            session["token"] = sms_sign_in(call, base, session, self.var / "cloud.log")
+        except (ApiError, RuntimeError) as e:
+            print(f"demo: phone sign-in skipped: {e}")
         save_session(path, session)
 
-    def save_stripe_card(self) -> str:
-        """What the renter's phone does with Stripe.js: a SetupIntent confirmed with a test card
-        (the fake's helper stands for the phone); returns the saved card's ``cus_..:pm_..``."""
-        from cloud.payments.stripe_provider import StripeProvider
+    def phone_dir(self) -> Path:
+        """Where ``app.py rent`` leaves the provider's ``client_action`` for the demo to play."""
+        d = self.var / "phone"
+        d.mkdir(mode=0o700, exist_ok=True)
+        return d
 
-        fake = self.stripe
-        stripe = StripeProvider.from_config(
-            {"stripe_api_base": fake.url},  # type: ignore[attr-defined]
-            environ={"STRIPE_SECRET_KEY": fake.api_key, "STRIPE_WEBHOOK_SECRET": fake.webhook_secret},  # type: ignore[attr-defined]
-        )
-        setup = stripe.save_card(None, f"demo:renter:setup:{secrets.token_hex(4)}")
-        fake.confirm_setup(setup["setup_intent"], "4242424242424242")  # type: ignore[attr-defined]
-        return stripe.confirmed_card_token(setup["setup_intent"])
+    def answer_phone(self) -> None:
+        """Play the renter's confirmation of each rental ``app.py rent`` left awaiting it."""
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from app import load_session
+
+        for f in sorted(self.phone_dir().glob("*.json")):
+            try:
+                answer = json.loads(f.read_text())
+                f.unlink()
+                print(f"\nrenter: rental {answer['rental_id']} awaits confirmation in the provider's app")
+                print(self.rail.confirm(answer, load_session(self.var / "app-session.json")), flush=True)
+            except (OSError, ValueError, KeyError, TypeError, Refused) as e:
+                print(f"demo: cannot play the confirmation in {f.name}: {e}", flush=True)
 
     def start_cabinet(self, n: int, broker_port: int, cloud_keys: list[str]) -> None:
         cab_id = f"CAB-{n:04d}"
@@ -309,7 +317,8 @@ class Demo:
             f'[sync]\nbroker_host = "127.0.0.1"\nbroker_port = {broker_port}\ntls = false\ntelemetry_interval_s = 10\n'
             f"cloud_keys = [{keys}]\n\n"
             f'[web]\nhost = "127.0.0.1"\nport = {web_port}\ntech_host = "127.0.0.1"\ntech_port = {tech_port}\n'
-            f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n'
+            f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n\n'
+            f'[kiosk]\napp_url = "{self.cloud_url}/app/c/{{cabinet}}"\n'  # the QR code opens the app there
         )
         cab = self.spawn(
             cab_id,
@@ -345,7 +354,8 @@ class Demo:
 
     def renter_journey(self) -> None:
         """What a person does with the demo, end to end through every process: rent in the app at the
-        first cabinet, take the battery, return it at the last cabinet, and see the fee captured."""
+        first cabinet (and confirm in the provider's app, played by its fake, when it asks), take the
+        battery, return it at the last cabinet, and see the fee captured."""
         sys.path.insert(0, str(ROOT / "scripts"))
         from app import call, load_session
 
@@ -372,9 +382,12 @@ class Demo:
             self.procs,
         )
         rental = call(base, "POST", "/api/rentals", token, {"cabinet_id": first["id"]})
-        print(
-            f"\nrenter: rental {rental['rental_id']} requested, hold {rental['hold_amount']} {rental['currency']}"
-        )
+        hold = format_money(rental["hold_amount"], rental["currency"])
+        print(f"\nrenter: rental {rental['rental_id']} requested, hold {hold} ({rental['status']})")
+        if rental["status"] == "awaiting_confirmation":  # nothing is ejected before the provider confirms
+            what = ", ".join(sorted(rental["client_action"]))
+            print(f"renter: the phone opens {self.rail.app} with the client_action ({what})")
+            print(self.rail.confirm(rental, session))
         presented: list[dict] = []
 
         def find_presented() -> bool:
@@ -389,14 +402,20 @@ class Demo:
         empty = next(s["slot"] for s in get_json(f"{sim_last}/state")["slots"] if s["battery"] is None)
         post(f"{sim_last}/insert", {"slot": empty, "sn": sn})
         print(f"renter: returned {sn} into {last['id']} slot {empty}")
-        wait_until(
-            lambda: rentals()[0]["status"] == "closed", 90, "the rental to be closed and charged", self.procs
-        )
+
+        def charged() -> bool:  # the cloud closes the rental, then settles its payment (none -> paid | due)
+            r = rentals()[0]
+            return r["status"] == "closed" and r["payment_status"] != "none"
+
+        wait_until(charged, 90, "the rental to be closed and charged", self.procs)
         r = rentals()[0]
         print(
-            f"renter: rental closed after {r['duration_s']} s: fee {r['fee']} {r['currency']}, "
-            f"captured {r['captured']}, payment {r['payment_status']}"
+            f"renter: rental closed after {format_duration(r['duration_s'] or 0)}: fee {format_money(r['fee'], r['currency'])}, "
+            f"captured {format_money(r['captured'], r['currency'])}, payment {r['payment_status']}"
         )
+        line = self.rail.paid(r)
+        if line:
+            print(line)
 
     def table(self) -> str:
         lines = []
@@ -467,9 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--var", default=str(ROOT / "var" / "demo"), help="state directory (default var/demo)")
     ap.add_argument(
         "--provider",
-        choices=("sandbox", "stripe-fake"),
+        choices=CHOICES,
         default="sandbox",
-        help="payment provider: the built-in sandbox (default), or Stripe's SDK against the local fake",
+        help="payment provider: the built-in sandbox (default), or Stripe's, WeChat Pay Score's or "
+        "Alipay's SDK against the local fake of the tests (WeChat and Alipay: CNY; the demo plays the "
+        "renter's confirmation in their apps)",
     )
     args = ap.parse_args(argv)
     var = Path(args.var)
@@ -479,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.provider != "sandbox" and not args.fresh and (var / "app-session.json").exists():
         shutil.rmtree(var)  # the previous run's accounts belong to another provider (its fake is gone)
         var.mkdir(parents=True)
-    demo = Demo(var, args.cabinets, args.slots, args.provider)
+    demo = Demo(var, args.cabinets, args.slots, args.provider, rail(args.provider))
     # SIGTERM (kill, timeout, a closed terminal) stops every child too, like Ctrl-C
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
@@ -493,11 +514,21 @@ def main(argv: list[str] | None = None) -> int:
         print("\nOpen:")
         for what, url in demo.urls:
             print(f"  {what:<40} {url}")
+        print(
+            f"\nThe renter app, {demo.cloud_url}/app/ (on this machine; the kiosks' QR codes open its cabinet pages):"
+        )
+        print(qr_text(f"{demo.cloud_url}/app/"), end="")
         first, py = demo.cabs[0], f"{BIN / 'python'} {ROOT / 'scripts' / 'app.py'}"
         sim = f"{BIN / 'cabinet-sim'}"
+        confirm = (
+            f"  (the renter confirms in {demo.rail.app} first: this demo plays it through the fake)\n"
+            if demo.rail.needs_confirmation
+            else ""
+        )
         print(
-            f"\nPlay the renter (a demo account with a {'Stripe test card' if demo.stripe else 'sandbox card'} is logged in):\n"
+            f"\nPlay the renter (a demo account with {demo.rail.title} is logged in):\n"
             f"  {py} rent {first['id']}          # the cabinet ejects a battery: take it in the simulator:\n"
+            f"{confirm}"
             f"  {sim} take --url http://127.0.0.1:{first['control']} SLOT\n"
             f"  {sim} insert --url http://127.0.0.1:{demo.cabs[-1]['control']} --sn SN SLOT   # return it anywhere\n"
             f"  {py} rentals                   # the fee, captured when the return reached the cloud\n"
@@ -520,9 +551,15 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"demo: cabinet {c['id']} exited with {c['proc'].returncode}; see {var}/{c['id']}.log"
                     )
-            time.sleep(5)
+            for _ in range(10):  # the table every 5 s; a rental app.py left awaiting confirmation at once
+                if demo.rail.needs_confirmation:
+                    demo.answer_phone()
+                time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
+    except Refused as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 1
     finally:
         print("demo: stopping ...", flush=True)
         demo.stop()

@@ -10,6 +10,7 @@ import segno
 from aiohttp import web
 
 from cabinet.passes import REASONS
+from sync.amounts import format_money
 from sync.config import Tariff
 
 from .common import TEMPLATES
@@ -17,23 +18,10 @@ from .context import context_of, require_reader
 from .port import CabinetPort
 from .state import slots_view
 
-CURRENCY = {
-    "CNY": ("¥", 2),
-    "USD": ("$", 2),
-    "EUR": ("€", 2),
-    "GBP": ("£", 2),
-    "JPY": ("¥", 0),
-    "HKD": ("HK$", 2),
-}
-
 
 def money(minor: int, currency: str) -> str:
-    """Integer minor units as a price text (never through floats)."""
-    symbol, digits = CURRENCY.get(currency, (currency + " ", 2))
-    if digits == 0:
-        return f"{symbol}{minor}"
-    major, cents = divmod(minor, 10**digits)
-    return f"{symbol}{major}.{cents:0{digits}d}"
+    """Integer minor units as a price text with the currency's sign (``sync.amounts``, never floats)."""
+    return format_money(minor, currency, symbol=True)
 
 
 def tariff_lines(t: Tariff | None) -> dict[str, list[str]]:

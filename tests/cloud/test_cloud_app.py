@@ -199,13 +199,16 @@ async def test_webhook_endpoint_verifies_and_dedupes(client, clock):
 async def test_openapi_document_describes_every_served_route(client):
     doc = await (await client.get("/api/openapi.json")).json()
     assert doc["openapi"].startswith("3.1")
-    served = {
+    routes = {
         (r.method, r.resource.canonical) for r in client.server.app.router.routes() if r.method != "HEAD"
     }
+    served = {(m, p) for m, p in routes if p.startswith("/api/")}
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert served == documented
+    pages = routes - served  # the renter app's pages (cloud/renter): HTML, scripts, its service worker
+    assert pages and all(m == "GET" and (p == "/app" or p.startswith("/app/")) for m, p in pages)
     assert doc["paths"]["/api/rentals"]["post"]["requestBody"]["content"]["application/json"]["schema"][
         "required"
     ] == ["cabinet_id"]
     health = await (await client.get("/api/health")).json()
-    assert health == {"ok": True, "schema": "0009"}
+    assert health == {"ok": True, "schema": "0010"}

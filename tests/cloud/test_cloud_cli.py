@@ -37,7 +37,7 @@ def test_help_lists_every_command():
 
 def test_migrate_and_create_merchant_and_user(db, capsys, monkeypatch):
     assert main(["migrate", "--database", db]) == 0
-    assert "schema revision 0009" in capsys.readouterr().out
+    assert "schema revision 0010" in capsys.readouterr().out
     assert main(["create-merchant", "--database", db, "Cafe", "--share-bp", "3000", "--currency", "EUR"]) == 0
     assert json.loads(capsys.readouterr().out)["revenue_share_bp"] == 3000
     monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse battery\n"))
@@ -105,7 +105,7 @@ def test_serve_answers_health_and_stops_cleanly(tmp_path):
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
-                    assert json.loads(r.read()) == {"ok": True, "schema": "0009"}
+                    assert json.loads(r.read()) == {"ok": True, "schema": "0010"}
                     break
             except OSError:
                 assert proc.poll() is None, proc.stdout.read()

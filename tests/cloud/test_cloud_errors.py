@@ -87,6 +87,13 @@ CONTRACT = {
     "cloud.errors.Forbidden": (403, "forbidden"),
     "cloud.errors.InvalidBody": (400, "invalid_body"),
     "cloud.errors.BadJson": (400, "bad_json"),
+    "cloud.places.PlaceError": (400, "bad_request"),
+    "cloud.places.PlaceNotFound": (404, "not_found"),
+    "cloud.phone_auth.PhoneError": (400, "bad_request"),
+    "cloud.phone_auth.CodeRejected": (401, "code_rejected"),
+    "cloud.phone_auth.PhoneTaken": (409, "phone_taken"),
+    "cloud.phone_auth.SmsThrottled": (429, "sms_throttled"),
+    "cloud.sms.SmsFailed": (503, "sms_unavailable"),
 }
 
 

@@ -16,7 +16,7 @@ def test_migrations_match_declared_tables(engine):
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(ctx, metadata)
     assert diff == []
-    assert schema_revision(engine) == "0009"
+    assert schema_revision(engine) == "0010"
 
 
 def test_migrate_is_idempotent_and_upgrades_from_first_revision(tmp_path):
@@ -27,7 +27,7 @@ def test_migrate_is_idempotent_and_upgrades_from_first_revision(tmp_path):
         conn.execute(insert(journal_entries).values(kind="x", idempotency_key="k1", created_at=1.0))
     migrate(engine)
     migrate(engine)
-    assert schema_revision(engine) == "0009"
+    assert schema_revision(engine) == "0010"
     with engine.connect() as conn:
         assert conn.execute(text("select count(*) from journal_entries")).scalar_one() == 1
     engine.dispose()

@@ -20,7 +20,9 @@ the endpoints the adapter uses, checking and producing signatures as WeChat Pay 
 Pay Score behaviour: create (``CREATED``, "原参重入": the same parameters give the same answer,
 other parameters under the same ``out_order_no`` are refused), the renter's confirmation
 (:meth:`WeChatPayFake.user_confirm`: checks the mini program's HMAC-SHA256 ``sign``; a renter in
-``low_score_openids`` cannot confirm; ``PAYSCORE.USER_CONFIRM``), ``CREATED`` orders expire after
+``low_score_openids`` cannot confirm; ``PAYSCORE.USER_CONFIRM``; or
+:meth:`WeChatPayFake.user_opens_business_view` with only what the phone has, the order found by
+its ``package``), ``CREATED`` orders expire after
 ``confirm_ttl_s`` (WeChat: 30 days unchanged, no notification), complete (``MCH_COMPLETE``;
 ``total_amount`` = the sum of the items, at most the risk fund), WeChat's collection
 (``USER_PAID`` + ``PAYSCORE.USER_PAID``, or ``USER_PAYING`` forever for a renter in
@@ -394,6 +396,20 @@ class WeChatPayFake:
                 order["notify_url"], "PAYSCORE.USER_CONFIRM", "payscore", self._view(order), "用户确认"
             )
         return True
+
+    def user_opens_business_view(self, business_type: str, extra_data: dict[str, str], openid: str) -> bool:
+        """The renter's phone calls ``wx.openBusinessView({businessType, extraData})`` with what the
+        merchant gave it (the adapter's ``client_action``) and confirms in the Pay Score mini program.
+        The phone knows no ``out_order_no``: WeChat finds the service order by the ``package`` of
+        ``extraData``, then checks and confirms as :meth:`user_confirm`."""
+        if business_type != "wxpayScoreUse":
+            raise ValueError(f"wx.openBusinessView: businessType {business_type!r} is not wxpayScoreUse")
+        with self._lock:
+            package = extra_data.get("package")
+            no = next((o["out_order_no"] for o in self.orders.values() if o["package"] == package), None)
+            if no is None:
+                raise ValueError("the mini program refuses: no service order has this package")
+            return self.user_confirm(no, openid, extra_data)
 
     def collect(self, out_order_no: str) -> None:
         """The renter pays a collection that had failed (e.g. topped up their balance)."""

@@ -216,3 +216,53 @@ def test_any_header_bytes_and_any_body_without_credentials_get_no_500(
     method, path = route
     status = raw_request(cloud.url, method, path, {header: value.lstrip()}, body)
     assert status < 500, f"{method} {path} {header}={value!r} -> {status}"
+
+
+# --- issue 15's routes: nearby, a cabinet's public page, phone sign-in, venues ----------------
+
+RENTER_APP_OPERATIONS = ("nearby_cabinets", "cabinet_public", "sms_start", "sms_verify", "create_venue",
+                         "update_venue")  # fmt: skip
+
+
+def test_fuzzed_requests_to_the_renter_app_routes_get_no_server_error(cloud) -> None:
+    """The main run spreads its examples over every route; these get a run of their own, and each
+    must be reached, the public ones with a success too."""
+    ops = cloud.headers["operator"]
+    requests.patch(f"{cloud.url}/api/venues/1", headers=ops, json={"lat": 52.52, "lon": 13.41,
+                   "opening_hours": "Mo-Fr 07:00-22:00"}, timeout=10).raise_for_status()  # fmt: skip
+    schema = schemathesis.openapi.from_url(f"{cloud.url}/api/openapi.json").include(
+        operation_id=list(RENTER_APP_OPERATIONS)
+    )
+    cases = schema.as_strategy(generation_mode=GenerationMode.POSITIVE) | schema.as_strategy(
+        generation_mode=GenerationMode.NEGATIVE
+    )
+    seen: dict[str, set[int]] = {}
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(case=cases, who=st.sampled_from(["renter", "operator", "anonymous"]))
+    def call(case, who: str) -> None:
+        response = case.call(base_url=cloud.url, headers=dict(cloud.headers[who]), timeout=10)
+        op = case.operation.definition.raw["operationId"]
+        seen.setdefault(op, set()).add(response.status_code)
+        declared = str(response.status_code) in case.operation.definition.raw.get("responses", {})
+        assert response.status_code < 500 or (response.status_code != 500 and declared), (
+            f"{case.operation.label}: {response.status_code} {response.text[:300]}"
+        )
+        if response.status_code >= 400:
+            assert set(response.json()) >= {"error", "message"}, response.text
+
+    call()
+    assert set(seen) == set(RENTER_APP_OPERATIONS), seen
+    assert any(s < 300 for s in seen["nearby_cabinets"]), seen
+    assert any(s < 300 for s in seen["sms_start"]), seen
+    page = requests.get(f"{cloud.url}/api/cabinets/CAB-1/public", timeout=10)
+    assert page.status_code == 200 and page.json()["id"] == "CAB-1"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(lat=st.text(max_size=40), lon=st.text(max_size=40) | st.floats(allow_nan=True).map(str))
+def test_any_nearby_query_text_is_answered_without_a_500(cloud, lat: str, lon: str) -> None:
+    r = requests.get(f"{cloud.url}/api/cabinets/nearby", params={"lat": lat, "lon": lon}, timeout=10)
+    assert r.status_code in (200, 400), (lat, lon, r.status_code, r.text[:200])
+    if r.status_code == 200:
+        assert -90 <= float(lat) <= 90 and -180 <= float(lon) <= 180

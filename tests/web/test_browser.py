@@ -37,7 +37,10 @@ async def test_kiosk_rent_with_a_pass_take_from_slot_and_taken(browser, web: Web
     assert [(e.body["slot"], e.body["pass_id"]) for e in started] == [(1, "P-KIOSK-1")]
 
 
-async def test_kiosk_refused_pass_and_not_taken_in_plain_words(browser, web: Web, cloud_keys) -> None:
+async def test_kiosk_refused_pass_and_not_taken_in_plain_words(browser, make_rig, cloud_keys) -> None:
+    # the rig's simulator leaves an untaken pack out for 20 s, and the cabinet waits up to
+    # rent.unreadable_wait_s past the eject timeout for a late take: keep that wait short here
+    web = await start_web(make_rig, rent={"min_soc": 80, "eject_timeout_s": 3.0, "unreadable_wait_s": 0.5})
     page = await kiosk_page(browser, web)
     await page.click("#lang-toggle")
     await page.click("#btn-pass")
@@ -52,7 +55,7 @@ async def test_kiosk_refused_pass_and_not_taken_in_plain_words(browser, web: Web
     await page.fill("#pass-input", cloud_keys.offline_pass("P-KIOSK-2"))
     await page.click("#btn-rent")
     await page.wait_for_selector("#s-eject:not([hidden])")
-    # nobody takes it: after rent.eject_timeout_s (3 s) the rental is aborted and the kiosk says so
+    # nobody takes it: after rent.eject_timeout_s (3 s) and the 0.5 s wait the rental is aborted and the kiosk says so
     await page.wait_for_selector("#s-result[data-outcome=aborted]:not([hidden])", timeout=10_000)
     assert await page.inner_text("#result-text") == "The battery was not taken, so nothing was rented."
 
