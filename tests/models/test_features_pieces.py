@@ -99,7 +99,11 @@ def test_seeded_window_gives_the_stored_vector_exactly():
     assert list(got) == list(FEATURE_NAMES)
     for name in FEATURE_NAMES:
         want = EXPECTED[name]
-        assert (math.isnan(got[name]) and math.isnan(want)) or got[name] == want, name
+        # equal to the last few bits: numpy releases may sum in another order (2.4 changed the
+        # last bit of self_discharge_pct_h_max); a real change of the features moves far more
+        assert (math.isnan(got[name]) and math.isnan(want)) or math.isclose(
+            got[name], want, rel_tol=1e-12, abs_tol=1e-12
+        ), (name, got[name], want)
 
 
 # --- each per-session feature on a tiny hand-made window -----------------------------------
