@@ -46,6 +46,7 @@ from cloud.errors import CloudError
 from cloud.merchants import Catalog, CatalogError
 from cloud.payments import PaymentError, Provider
 from cloud.pricing import CabinetTime, ClockAnchor, Tariff, quote, rental_duration, true_time
+from sync.amounts import format_money
 from sync.events import CommandStatus, RentalSource, RentalStatus
 
 log = logging.getLogger(__name__)
@@ -241,8 +242,8 @@ class RentalService:
                 ).first()
                 if debt is not None:
                     raise InDebt(
-                        f"rental {debt.id} is not paid yet ({(debt.fee or 0) - debt.captured} {debt.currency} "
-                        "minor units due; it is charged again automatically): no new rental until it is paid"
+                        f"rental {debt.id} is not paid yet ({format_money((debt.fee or 0) - debt.captured, debt.currency)} "
+                        "due; it is charged again automatically): no new rental until it is paid"
                     )
                 self._insert_rental(
                     conn, rental_id, user_id, "app", None, cabinet_id, pricing, RentalStatus.PENDING, now
@@ -369,7 +370,8 @@ class RentalService:
             self.billing.place_pass_holds(pass_id)
         except PaymentError as e:
             raise CardRefused(
-                f"the card was refused for the pass's hold ({max_rentals} x {each} {currency}): {e}", e.code
+                f"the card was refused for the pass's hold ({max_rentals} x {format_money(each, currency)}): {e}",
+                e.code,
             ) from e
         return pass_id
 

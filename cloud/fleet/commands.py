@@ -28,6 +28,7 @@ from cloud.errors import CloudError
 from cloud.merchants import CatalogError
 from cloud.pricing import Tariff as CloudTariff
 from cloud.rentals import EjectCommand, RentalService
+from sync.amounts import format_money
 from sync.commands import Command, CommandKind
 from sync.config import Config, ConfigBody, Tariff
 from sync.errors import ProtocolError
@@ -110,7 +111,7 @@ def sync_tariff(t: CloudTariff, text: Mapping[str, str] | None = None) -> Tariff
     """The cloud tariff as the cabinet shows it at the kiosk (None if the wire cannot say it)."""
     if t.period_minutes > 24 * 60:
         return None
-    price = f"{t.price_per_period / 100:.2f} {t.currency} / {t.period_minutes} min"
+    price = f"{format_money(t.price_per_period, t.currency)} / {t.period_minutes} min"  # never through floats
     return Tariff(
         currency=t.currency,
         unit_minutes=t.period_minutes,

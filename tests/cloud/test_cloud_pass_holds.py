@@ -90,7 +90,7 @@ def test_a_card_that_refuses_the_holds_refuses_the_pass_and_holds_nothing(world,
 
     monkeypatch.setattr(world.sandbox, "authorize", second_refused)
     world.accounts.set_card(user, "tok_ok")
-    with pytest.raises(RentalRefused, match="2 x 3500 EUR"):
+    with pytest.raises(RentalRefused, match=r"2 x 35\.00 EUR"):
         world.service.issue_pass(user, "P-HALF", world.clock() + 86400, 2)
     assert [(h["status"], h["at_provider"]) for h in holds_of(world, "P-HALF")] == [
         ("released", "voided"),
